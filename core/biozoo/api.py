@@ -1,0 +1,265 @@
+"""The Python API, mirrored one-to-one by the CLI.
+
+Data flows one way: manifest -> registry -> assembly -> weights -> task -> output.
+``list_models`` and ``info`` stay on the left of that line (no torch); ``load``
+and ``verify`` walk all of it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from biozoo.errors import ManifestError, VerificationError
+from biozoo.manifest.io import LocatedManifest, read_manifest
+from biozoo.registry import get_registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+# -- listing (no torch) ----------------------------------------------------------------------------------------
+
+
+def list_models(pattern: str | None = None) -> list[dict[str, Any]]:
+    """Every named model: ``id``, ``plugin``, ``available`` (and why not), ``description``, ``license``, ``tags``."""
+    registry = get_registry()
+    rows = []
+    for model_id in registry.models.names():
+        claims = registry.models.claims[model_id]
+        entry = claims[0].value
+        if pattern and not fnmatch.fnmatch(model_id, pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"):
+            continue
+        if len(claims) > 1:
+            available, reason = False, "claimed by plugins " + " and ".join(c.plugin for c in claims)
+        else:
+            available, reason = registry.available(entry)
+        plugins = sorted(entry.needs_plugins - {"core"})
+        rows.append(
+            {
+                "id": model_id,
+                "plugin": plugins[0] if len(plugins) == 1 else (",".join(plugins) or "core"),
+                "available": available,
+                "reason": reason,
+                "description": entry.description,
+                "license": entry.raw.get("license", "unknown"),
+                "tags": entry.raw.get("tags", []),
+                "manifest": str(entry.path),
+            }
+        )
+    return rows
+
+
+def resolve(source: str | Path) -> tuple[LocatedManifest, str]:
+    """A registry id, a local model folder / manifest, or ``hf://ORG/NAME@REV`` -> (manifest, origin)."""
+    from biozoo import hub
+
+    text = str(source)
+    if text.startswith("hf://"):
+        ref = hub.HubRef.parse(text)
+        located = hub.fetch_manifest(ref)
+        return located, f"{ref} (commit {hub.commit_of(located.folder) or '?'})"
+    path = Path(text).expanduser()
+    if path.exists():
+        return read_manifest(path), f"local folder {path.resolve() if path.is_dir() else path.resolve().parent}"
+    if "/" in text and not text.startswith((".", "/")) and text.count("/") == 1:
+        return get_registry().manifest(text), f"registry id {text}"
+    raise ManifestError(
+        f"{text!r} is neither a registered model id, an existing path, nor hf://ORG/NAME@REV",
+        "`zoo list` shows the registered models",
+    )
+
+
+def info(source: str | Path) -> dict[str, Any]:
+    """The validated manifest plus availability; no torch, no downloads of weights."""
+    located, origin = resolve(source)
+    registry = get_registry()
+    manifest = located.manifest
+    problems = [p for p in (registry.plugin_problem(n) for n in sorted(manifest.plugins)) if p]
+    return {
+        "origin": origin,
+        "manifest": manifest.model_dump(mode="json", exclude_defaults=True),
+        "available": not problems and manifest.weights is not None,
+        "problems": problems,
+    }
+
+
+# -- loading ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadReport:
+    """What ``zoo load`` prints: where things came from and what loading cost."""
+
+    model_id: str
+    origin: str
+    files: dict[str, str] = field(default_factory=dict)  # file -> where it came from
+    parameters: int = 0
+    dtype: str = ""
+    device: str = ""
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    processors: dict[str, str] = field(default_factory=dict)
+
+
+def _weights_root(located: LocatedManifest) -> tuple[Path, str]:
+    """The folder holding the weights (downloading them from the Hub if the manifest points there)."""
+    from biozoo import hub
+
+    spec = located.manifest.weights
+    assert spec is not None
+    if spec.source.startswith("hf://"):
+        ref = hub.HubRef.parse(spec.source)
+        names = [f.path for f in spec.files]
+        extra = [located.manifest.test_vectors.file] if located.manifest.test_vectors else []
+        folder = hub.fetch_files(ref, names + extra)
+        return folder, f"{ref} (commit {hub.commit_of(folder) or '?'})"
+    folder = located.file(spec.source) if spec.source != "." else located.folder
+    return folder, str(folder)
+
+
+def load(
+    source: str | Path,
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    processor: str | None = None,
+    verify_hashes: bool = True,
+) -> nn.Module:
+    """Assemble a model and load its weights; ``model.zoo_report`` says what happened."""
+    import torch
+
+    from biozoo.assembly import assemble
+    from biozoo.attention.selection import set_processor
+    from biozoo.manifest.schema import WeightFile
+    from biozoo.utils.hashing import HashMemo
+    from biozoo.weights import load_into, read_state_dict, shard_paths, verify_file
+
+    start = time.perf_counter()
+    located, origin = resolve(source)
+    manifest = located.manifest
+    if manifest.weights is None:
+        conv = manifest.conversion
+        raise ManifestError(
+            f"{manifest.id} has no weights yet: they must be converted from the official files",
+            f"{conv.instructions} (`zoo convert {conv.converter} ...`)" if conv else "see `zoo info`",
+        )
+    torch_dtype = parse_dtype(dtype)
+    model = assemble(manifest)
+    folder, files_origin = _weights_root(located)
+    memo = HashMemo()
+    report = LoadReport(manifest.id, origin)
+    for item in manifest.weights.files:
+        path = _inside(folder, item.path)
+        if verify_hashes:
+            verify_file(path, WeightFile(path=item.path, sha256=item.sha256, size=item.size), memo)
+        report.files[item.path] = f"{files_origin}" + (" (sha256 ok)" if verify_hashes else " (not verified)")
+    state = read_state_dict(shard_paths(folder, manifest.weights))
+    load_into(model, state, dtype=torch_dtype, device=device)
+    model.eval()
+    if processor:
+        set_processor(model, processor)
+    first = next(iter(model.parameters()), None)
+    report.parameters = sum(p.numel() for p in model.parameters())
+    report.dtype = str(first.dtype).removeprefix("torch.") if first is not None else "-"
+    report.device = str(first.device) if first is not None else "-"
+    report.seconds = time.perf_counter() - start
+    report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model.zoo_report = report
+    model.zoo_manifest = manifest
+    model.zoo_folder = folder
+    return model
+
+
+def _inside(folder: Path, relative: str) -> Path:
+    from biozoo.manifest.io import resolve_inside
+
+    return resolve_inside(folder, relative)
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
+    try:
+        return names[dtype]
+    except KeyError:
+        raise ManifestError(f"unknown dtype {dtype!r}", f"use one of {', '.join(names)}") from None
+
+
+# -- verification ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    max_abs_diff: float
+    mismatched: int
+    allowed: int
+    numel: int
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatched <= self.allowed
+
+
+def verify(source: str | Path, *, processor: str | None = None) -> list[OutputCheck]:
+    """Re-run the manifest's test vectors; raise :class:`VerificationError` if any output disagrees."""
+    import torch
+    from safetensors.torch import load_file
+
+    from biozoo.manifest.schema import WeightFile
+    from biozoo.weights import verify_file
+
+    model = load(source, processor=processor)
+    manifest = model.zoo_manifest
+    vectors = manifest.test_vectors
+    if vectors is None:
+        raise ManifestError(f"{manifest.id} has no test_vectors to verify", "add them to the manifest (docs/manifest.md)")
+    path = _inside(model.zoo_folder, vectors.file)
+    verify_file(path, WeightFile(path=vectors.file, sha256=vectors.sha256))
+    tensors = load_file(str(path))
+    inputs = {k.removeprefix("input."): v for k, v in tensors.items() if k.startswith("input.")}
+    expected = {k.removeprefix("output."): v for k, v in tensors.items() if k.startswith("output.")}
+    if not expected:
+        raise ManifestError(f"{vectors.file} holds no 'output.*' tensors")
+    with torch.no_grad():
+        outputs = model(**inputs)
+    if isinstance(outputs, torch.Tensor):
+        outputs = {"output": outputs}
+    tol = vectors.tolerance
+    checks = []
+    for name, want in expected.items():
+        if name not in outputs:
+            raise VerificationError(f"the model returned no output {name!r} (it returned {', '.join(outputs)})")
+        got = outputs[name].detach().to(torch.float64)
+        want64 = want.to(torch.float64)
+        if got.shape != want64.shape:
+            raise VerificationError(f"output {name!r} has shape {list(got.shape)}, expected {list(want64.shape)}")
+        bad = (got - want64).abs() > tol.atol + tol.rtol * want64.abs()
+        checks.append(
+            OutputCheck(
+                name,
+                float((got - want64).abs().max()) if got.numel() else 0.0,
+                int(bad.sum()),
+                int(tol.mismatched_per_million * got.numel() / 1e6),
+                got.numel(),
+            )
+        )
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        detail = "; ".join(f"{c.name}: {c.mismatched} of {c.numel} elements disagree (max |diff| {c.max_abs_diff:.3g})"
+                           for c in failed)
+        raise VerificationError(
+            f"{manifest.id} does not reproduce its test vectors: {detail}",
+            f"tolerance is atol={tol.atol}, rtol={tol.rtol}; check the weights and the installed plugin versions",
+        )
+    return checks

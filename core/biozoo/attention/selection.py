@@ -1,0 +1,171 @@
+"""Which processor runs for a given attention module and call, and why.
+
+Resolution order, first that is set wins:
+
+1. the module's own setting (``set_processor(model, name, where="layers.0.*")``);
+2. the model-wide setting (``set_processor(model, name)``: applied to every module);
+3. the scoped context (``with use_processor("eager"):``; a contextvar, so it
+   never leaks across threads or asyncio tasks and is restored on exit);
+4. the environment default ``BIOZOO_ATTENTION``;
+5. ``auto``: the highest-priority available processor whose declared
+   capabilities cover this call.
+
+A *named* processor that cannot honour a call raises :class:`AttentionError`
+naming what it lacks and which processors can; ``auto`` never picks one that
+cannot. Each module remembers what last ran and why, for :func:`explain`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import fnmatch
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from biozoo.attention.contract import AttentionCall, AttentionResult, unsupported
+from biozoo.errors import AttentionError
+
+AUTO = "auto"
+_scoped: contextvars.ContextVar[str | None] = contextvars.ContextVar("biozoo_attention_processor", default=None)
+
+
+@dataclass
+class Decision:
+    """What one attention module last ran, and why."""
+
+    requested: str
+    ran: str
+    reason: str
+
+
+class AttentionSettable:
+    """Mixin for modules that route attention through a processor."""
+
+    processor_name: str | None = None  # set per module or per model, never globally
+    last_decision: Decision | None = None
+
+
+def _registry() -> Any:
+    from biozoo.registry import get_registry
+
+    return get_registry()
+
+
+def requested_name(module: AttentionSettable) -> tuple[str, str]:
+    if module.processor_name:
+        return module.processor_name, "set on the model/module"
+    scoped = _scoped.get()
+    if scoped:
+        return scoped, "use_processor() context"
+    env = os.environ.get("BIOZOO_ATTENTION")
+    if env:
+        return env, "BIOZOO_ATTENTION"
+    return AUTO, "default"
+
+
+def _choose_auto(q: Any, k: Any, call: AttentionCall) -> tuple[Any, str]:
+    registry = _registry()
+    rejected = []
+    for processor in registry.processors_by_priority():
+        ok, why = processor.available()
+        if not ok:
+            rejected.append(f"{processor.name}: {why}")
+            continue
+        missing = unsupported(processor.caps, call, q, k)
+        if not missing:
+            return processor, f"auto: best available fit (skipped: {'; '.join(rejected) or 'none'})"
+        rejected.append(f"{processor.name}: lacks {', '.join(missing)}")
+    raise AttentionError(f"no attention processor can run this call: {'; '.join(rejected)}")
+
+
+def attend(module: AttentionSettable, q: Any, k: Any, v: Any, call: AttentionCall) -> AttentionResult:
+    """Run attention for ``module`` through the resolved processor."""
+    name, source = requested_name(module)
+    if name == AUTO:
+        processor, reason = _choose_auto(q, k, call)
+    else:
+        processor = _registry().processor(name)
+        ok, why = processor.available()
+        if not ok:
+            raise AttentionError(f"attention processor {name!r} is not available here: {why}")
+        missing = unsupported(processor.caps, call, q, k)
+        if missing:
+            able = [
+                p.name
+                for p in _registry().processors_by_priority()
+                if p.available()[0] and not unsupported(p.caps, call, q, k)
+            ]
+            raise AttentionError(
+                f"attention processor {name!r} (from {source}) cannot run this call: it lacks {', '.join(missing)}",
+                f"processors that can: {', '.join(able) or 'none'}; or use 'auto'",
+            )
+        reason = f"requested by {source}"
+    module.last_decision = Decision(requested=name, ran=processor.name, reason=reason)
+    return processor(q, k, v, call)
+
+
+@contextlib.contextmanager
+def use_processor(name: str) -> Iterator[None]:
+    """Scope a processor choice to a ``with`` block (per thread / task)."""
+    if name != AUTO:
+        _registry().processor(name)  # fail early on unknown names
+    token = _scoped.set(name)
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
+
+
+Where = str | Callable[[str, Any], bool] | None
+
+
+def attention_modules(model: Any) -> Iterator[tuple[str, AttentionSettable]]:
+    for path, module in model.named_modules():
+        if isinstance(module, AttentionSettable):
+            yield path, module
+
+
+def set_processor(model: Any, name: str | None, where: Where = None) -> list[str]:
+    """Set (or with ``None`` clear) the processor of every matching attention module.
+
+    ``where`` is a glob over module paths (``"encoder.layers.1*"``) or a predicate
+    ``(path, module) -> bool``; modules it does not match keep their setting.
+    Returns the matched paths; matching none is an error (a typo must not pass).
+    """
+    if name is not None and name != AUTO:
+        _registry().processor(name)
+    matched = []
+    for path, module in attention_modules(model):
+        if where is None or (
+            fnmatch.fnmatchcase(path, where) if isinstance(where, str) else bool(where(path, module))
+        ):
+            module.processor_name = None if name == AUTO else name
+            matched.append(path)
+    if not matched:
+        paths = [p for p, _ in attention_modules(model)]
+        raise AttentionError(
+            f"no attention module matches {where!r}",
+            f"attention modules are: {', '.join(paths[:8])}{' ...' if len(paths) > 8 else ''}" if paths
+            else "this model has no attention modules",
+        )
+    return matched
+
+
+def explain(model: Any) -> list[dict[str, str]]:
+    """Per attention module: what was requested, what actually ran last, and why."""
+    rows = []
+    for path, module in attention_modules(model):
+        requested, source = requested_name(module)
+        decision = module.last_decision
+        rows.append(
+            {
+                "module": path,
+                "requested": f"{requested} ({source})",
+                "ran": decision.ran if decision else "(not run yet)",
+                "reason": decision.reason if decision else "",
+            }
+        )
+    return rows

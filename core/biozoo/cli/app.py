@@ -1,0 +1,239 @@
+"""The ``zoo`` command line.
+
+Start-up stays light: this module imports typer, rich and the registry only;
+torch and model code are imported inside the commands that need them, so
+``zoo --help`` and ``zoo list`` never pay for them (tested, and benchmarked in
+``bench/cli_startup.py``). Every expected failure is a :class:`BiozooError`,
+printed as its message and hint with exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from biozoo.errors import BiozooError
+
+app = typer.Typer(
+    name="zoo",
+    help="biozoo: load, verify and publish biological foundation models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cache_app = typer.Typer(help="Inspect and clean the model cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Kind(str, Enum):
+    models = "models"
+    components = "components"
+    plugins = "plugins"
+    processors = "processors"
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _yes(flag: bool) -> str:
+    return "[green]yes[/]" if flag else "[red]no[/]"
+
+
+@app.command("list")
+def list_cmd(
+    pattern: Annotated[str | None, typer.Argument(help="substring or glob over names")] = None,
+    kind: Annotated[Kind, typer.Option("--kind", "-k", help="what to list")] = Kind.models,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List models (default), components, plugins or attention processors."""
+    from biozoo import api
+    from biozoo.registry import get_registry
+
+    if kind is Kind.models:
+        rows = api.list_models(pattern)
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table("id", "plugin", "available", "description")
+        for row in rows:
+            avail = _yes(row["available"]) + (f" [dim]({row['reason']})[/]" if row["reason"] else "")
+            table.add_row(row["id"], row["plugin"], avail, row["description"])
+        out.print(table)
+        return
+    registry = get_registry()
+    if kind is Kind.plugins:
+        return plugins_cmd(as_json=as_json)
+    if kind is Kind.components:
+        rows = [
+            {"name": n, "kind": c[0].value.kind.value, "plugin": c[0].plugin, "description": c[0].value.description}
+            for n, c in registry.components.claims.items()
+        ]
+        columns = ("name", "kind", "plugin", "description")
+    else:
+        rows = [
+            {"name": n, "plugin": c[0].plugin, "priority": c[0].value.priority, "description": c[0].value.description}
+            for n, c in registry.processor_decls.claims.items()
+        ]
+        columns = ("name", "plugin", "priority", "description")
+    rows = [r for r in sorted(rows, key=lambda r: r["name"]) if _matches(r["name"], pattern)]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in columns))
+    out.print(table)
+
+
+def _matches(name: str, pattern: str | None) -> bool:
+    import fnmatch
+
+    if not pattern:
+        return True
+    return fnmatch.fnmatch(name, pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
+
+
+@app.command("plugins")
+def plugins_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Installed plugins: version, supported core range, status and why a plugin is broken."""
+    from biozoo.registry import get_registry
+
+    statuses = list(get_registry().plugins.values())
+    if as_json:
+        _print_json([s.to_json() for s in statuses])
+        return
+    table = Table("plugin", "distribution", "version", "core range", "status", "reason")
+    for s in statuses:
+        colour = {"ok": "green", "disabled": "yellow"}.get(s.status, "red")
+        table.add_row(s.name, s.distribution, s.version, s.core_range or "-", f"[{colour}]{s.status}[/]", s.reason)
+    out.print(table)
+
+
+@app.command("info")
+def info_cmd(
+    model: Annotated[str, typer.Argument(help="registry id, model folder, or hf://ORG/NAME@REV")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show a model's manifest and whether it can be loaded here."""
+    from biozoo import api
+
+    data = api.info(model)
+    if as_json:
+        _print_json(data)
+        return
+    import yaml
+
+    manifest = data["manifest"]
+    out.print(f"[bold]{manifest['id']}[/]  ({data['origin']})")
+    out.print("available: " + _yes(data["available"]))
+    for problem in data["problems"]:
+        out.print(f"  [red]{problem}[/]")
+    out.print(yaml.safe_dump(manifest, sort_keys=False).rstrip())
+
+
+@app.command("load")
+def load_cmd(
+    model: Annotated[str, typer.Argument(help="registry id, model folder, or hf://ORG/NAME@REV")],
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (default: as stored)")] = None,
+    processor: Annotated[str | None, typer.Option(help="attention processor for every layer")] = None,
+) -> None:
+    """Load a model and report parameters, dtype, device, time, peak memory and file origins."""
+    from biozoo import api
+
+    loaded = api.load(model, device=device, dtype=dtype, processor=processor)
+    r = loaded.zoo_report
+    out.print(f"[bold green]loaded[/] {r.model_id}  from {r.origin}")
+    table = Table(show_header=False, box=None)
+    table.add_row("parameters", f"{r.parameters:,}")
+    table.add_row("dtype", r.dtype)
+    table.add_row("device", r.device)
+    table.add_row("load time", f"{r.seconds:.3f} s")
+    table.add_row("peak RSS", f"{r.peak_rss_mb:.0f} MB")
+    for name, origin in r.files.items():
+        table.add_row(name, origin)
+    out.print(table)
+
+
+@app.command("verify")
+def verify_cmd(
+    model: Annotated[str, typer.Argument(help="registry id, model folder, or hf://ORG/NAME@REV")],
+    processor: Annotated[str | None, typer.Option(help="attention processor to verify with")] = None,
+) -> None:
+    """Re-run the manifest's test vectors and compare within its tolerance."""
+    from biozoo import api
+
+    checks = api.verify(model, processor=processor)
+    for c in checks:
+        out.print(f"[green]ok[/] {c.name}: max |diff| {c.max_abs_diff:.3g}, {c.mismatched}/{c.numel} outside tolerance")
+    out.print(f"[bold green]{model} reproduces its test vectors[/]")
+
+
+@app.command("publish")
+def publish_cmd(
+    folder: Annotated[Path, typer.Argument(help="model folder with manifest.yaml", exists=True, file_okay=False)],
+    repo: Annotated[str, typer.Option("--repo", help="ORG/NAME on the Hub (HF_ENDPOINT selects the Hub)")],
+    revision: Annotated[str | None, typer.Option(help="branch to commit to (default main)")] = None,
+    private: Annotated[bool, typer.Option(help="create the repository as private")] = False,
+    message: Annotated[str | None, typer.Option(help="commit message")] = None,
+) -> None:
+    """Upload a model folder with a generated model card; prints the commit to pin."""
+    from biozoo import hub
+
+    commit = hub.publish(folder, repo, revision=revision, private=private, message=message)
+    out.print(f"[bold green]published[/] {repo} at commit {commit}")
+    out.print(f"load it with: zoo load hf://{repo}@{commit}")
+    sys.stdout.flush()
+
+
+@cache_app.command("ls")
+def cache_ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Models in the Hugging Face cache (HF_HUB_CACHE), with sizes and commits."""
+    from biozoo import cache
+
+    rows = cache.list_cached()
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("repository", "commits", "size", "biozoo model", "path")
+    for row in rows:
+        table.add_row(row["repo"], ", ".join(c[:10] for c in row["commits"]), row["size"], _yes(row["biozoo"]),
+                      row["path"])
+    out.print(table)
+
+
+@cache_app.command("rm")
+def cache_rm(
+    repo: Annotated[str, typer.Argument(help="ORG/NAME or ORG/NAME@COMMIT")],
+) -> None:
+    """Delete a cached repository (or one commit of it)."""
+    from biozoo import cache
+
+    freed = cache.remove(repo)
+    out.print(f"removed {repo} ({freed})")
+
+
+def main() -> None:
+    """Entry point: run the app, turning biozoo errors into one clear message."""
+    try:
+        app()
+    except BiozooError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Every error biozoo raises on purpose.
+
+Each error says what went wrong *and* what to do about it (``hint``), because
+our users are scientists who should not have to read a traceback to find out
+that a plugin is missing or a file was truncated.
+"""
+
+from __future__ import annotations
+
+
+class BiozooError(Exception):
+    """Base class: a message naming the problem plus a hint naming the fix."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if not hint else f"{message}\n  hint: {hint}")
+
+
+class ManifestError(BiozooError):
+    """A manifest is malformed, names an unsafe path, or fails validation."""
+
+
+class UnknownNameError(BiozooError, KeyError):
+    """A model, component, processor or converter name is not registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message otherwise
+        return Exception.__str__(self)
+
+
+class DuplicateNameError(BiozooError):
+    """Two plugins claim the same name."""
+
+
+class PluginError(BiozooError):
+    """A plugin is broken, incompatible with this core, or misdeclared."""
+
+
+class AssemblyError(BiozooError):
+    """Components do not fit together (kind or port mismatch, bad config)."""
+
+
+class WeightsError(BiozooError):
+    """Weights are missing, corrupt, mis-shaped or fail their checksum."""
+
+
+class HubError(BiozooError):
+    """The Hub is unreachable, or a repository or revision does not exist."""
+
+
+class AttentionError(BiozooError):
+    """An attention processor cannot honour a call (mask kind, causal, scale...)."""
+
+
+class VerificationError(BiozooError):
+    """A model's outputs disagree with the test vectors in its manifest."""

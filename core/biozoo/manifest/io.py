@@ -1,0 +1,105 @@
+"""Read, validate and write manifests; resolve the files they name, safely."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from biozoo.errors import ManifestError
+from biozoo.manifest.schema import Manifest, check_relative_path
+
+MANIFEST_NAME = "manifest.yaml"
+
+
+@dataclass(frozen=True)
+class LocatedManifest:
+    """A validated manifest plus the folder its relative paths are resolved against."""
+
+    manifest: Manifest
+    folder: Path
+    path: Path
+
+    def file(self, relative: str) -> Path:
+        return resolve_inside(self.folder, relative)
+
+
+def _format_errors(exc: ValidationError, where: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return f"invalid manifest {where}:\n" + "\n".join(lines)
+
+
+def parse_manifest(data: Any, where: str = "") -> Manifest:
+    """Validate already-parsed manifest data; errors name each offending field."""
+    if not isinstance(data, dict):
+        raise ManifestError(
+            f"manifest {where} must be a mapping at the top level, got {type(data).__name__}",
+            "see docs/manifest.md for the format",
+        )
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(_format_errors(exc, where), "fix the fields above; docs/manifest.md lists them all") from None
+
+
+def read_manifest(path: Path | str) -> LocatedManifest:
+    """Read ``manifest.yaml`` (or a folder holding one) and validate it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"no manifest at {path}", f"a model folder must contain {MANIFEST_NAME}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path} is not valid YAML: {exc}", "check indentation and quoting") from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path} is not UTF-8 text", "is this really a manifest?") from None
+    return LocatedManifest(parse_manifest(data, str(path)), path.parent.resolve(), path)
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    """Parse a manifest without validating it: what ``zoo list`` needs, fast."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        return {"_error": f"{type(exc).__name__}: {exc}"}
+    return data if isinstance(data, dict) else {"_error": "not a mapping"}
+
+
+def resolve_inside(folder: Path, relative: str) -> Path:
+    """Join a manifest-relative path, refusing anything (symlinks too) outside ``folder``."""
+    try:
+        check_relative_path(relative)
+    except ValueError as exc:
+        raise ManifestError(str(exc), "file names in a manifest must stay inside the model folder") from None
+    root = folder.resolve()
+    target = (root / relative).resolve()
+    if target != root and root not in target.parents:
+        raise ManifestError(
+            f"{relative!r} resolves to {target}, outside the model folder {root}",
+            "file names in a manifest must stay inside the model folder (no links pointing out)",
+        )
+    return target
+
+
+def write_manifest(manifest: Manifest, folder: Path) -> Path:
+    """Write ``manifest.yaml`` atomically (never a half-written file)."""
+    from biozoo.utils.atomic import atomic_write_text
+
+    data = manifest.model_dump(mode="json", exclude_defaults=True)
+    data = {"format_version": manifest.format_version, **data}
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return atomic_write_text(folder / MANIFEST_NAME, text)
+
+
+def json_schema() -> str:
+    """The manifest's JSON Schema, exported into the docs."""
+    return json.dumps(Manifest.model_json_schema(), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,1 @@
+"""Architectures the core ships (plugins ship their own)."""

@@ -1,0 +1,1 @@
+"""Shared building blocks every plugin reuses: attention, transformer layers, positional encodings."""

@@ -1,0 +1,176 @@
+"""Multi-head attention whose math is delegated to a swappable processor.
+
+The module owns the weights and layer logic (projections, optional qk-norm,
+rotary positions, KV cache); the processor owns only ``softmax(QK^T)V``. So a
+model switches between ``eager``, ``sdpa`` or a plugin's kernel without any
+change to its state dict.
+
+Mask arguments follow :class:`torch.nn.MultiheadAttention`, so modules ported
+from PyTorch code keep their call sites: ``key_padding_mask`` is bool
+``[B, Skv]`` with **True = padding**, ``attn_mask`` is either bool with
+**True = not allowed** or float added to the scores, shaped ``[Sq, Skv]``,
+``[B, Sq, Skv]`` or ``[B, H, Sq, Skv]`` (unlike PyTorch, 3-D means per batch
+element, not ``[B*H, ...]``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from biozoo.attention.contract import AttentionCall, AttentionMask
+from biozoo.attention.selection import AttentionSettable, attend
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned scale (``weight``), as used for qk-norm."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float() if dtype in (torch.float16, torch.bfloat16) else x
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def make_norm(kind: str | None, dim: int, eps: float) -> nn.Module | None:
+    if kind is None:
+        return None
+    if kind == "layer_norm":
+        return nn.LayerNorm(dim, eps=eps)
+    if kind == "rms_norm":
+        return RMSNorm(dim, eps=eps)
+    raise ValueError(f"unknown norm {kind!r}; use 'layer_norm', 'rms_norm' or None")
+
+
+@dataclass
+class KVCache:
+    """Keys and values seen so far, per attention module, for incremental decoding."""
+
+    layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def length(self) -> int:
+        return next(iter(self.layers.values()))[0].shape[-2] if self.layers else 0
+
+    def update(self, key: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if key in self.layers:
+            old_k, old_v = self.layers[key]
+            k, v = torch.cat([old_k, k], dim=-2), torch.cat([old_v, v], dim=-2)
+        self.layers[key] = (k, v)
+        return k, v
+
+
+class MultiHeadAttention(AttentionSettable, nn.Module):
+    """Self or cross attention with GQA/MQA, masks, causal, qk-norm and rotary, via a processor."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        bias: bool = True,
+        out_bias: bool | None = None,
+        dropout: float = 0.0,
+        qk_norm: str | None = None,
+        qk_norm_eps: float = 1e-6,
+        scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        if head_dim is None:
+            if embed_dim % num_heads:
+                raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+            head_dim = embed_dim // num_heads
+        num_kv_heads = num_kv_heads or num_heads
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads {num_heads} must be a multiple of num_kv_heads {num_kv_heads}")
+        self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim = embed_dim, num_heads, num_kv_heads, head_dim
+        self.dropout, self.scale = dropout, scale
+        self.q_proj = nn.Linear(embed_dim, num_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(kdim or embed_dim, num_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(vdim or embed_dim, num_kv_heads * head_dim, bias=bias)
+        self.out_proj = nn.Linear(num_heads * head_dim, embed_dim, bias=bias if out_bias is None else out_bias)
+        self.q_norm = make_norm(qk_norm, head_dim, qk_norm_eps)
+        self.k_norm = make_norm(qk_norm, head_dim, qk_norm_eps)
+
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        b, s, _ = x.shape
+        return x.view(b, s, heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        scale: float | None = None,
+        rotary: Any | None = None,
+        position_offset: int = 0,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``query [B,Sq,E]``, ``context [B,Skv,kdim]`` (None = self attention) -> ``([B,Sq,E], weights|None)``.
+
+        ``weights`` is per head, ``[B, H, Sq, Skv]``, and only computed when asked.
+        ``rotary`` is a rotary positional encoding (``rotate(q, k, offset=...)``);
+        ``cache`` appends this call's keys/values for incremental decoding.
+        """
+        kv_input = query if context is None else context
+        q = self._heads(self.q_proj(query), self.num_heads)
+        k = self._heads(self.k_proj(kv_input), self.num_kv_heads)
+        v = self._heads(self.v_proj(kv_input), self.num_kv_heads)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rotary is not None:
+            q, k = rotary.rotate(q, k, offset=position_offset)
+        if cache is not None:
+            k, v = cache.update(id(self), k, v)
+        call = AttentionCall(
+            mask=_to_mask(key_padding_mask, attn_mask, q.dtype),
+            causal=is_causal,
+            scale=scale if scale is not None else self.scale,
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=need_weights,
+        )
+        result = attend(self, q, k, v, call)
+        out = result.output.transpose(1, 2).reshape(query.shape[0], query.shape[1], self.num_heads * self.head_dim)
+        return self.out_proj(out), result.weights
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, kv_heads={self.num_kv_heads}, head_dim={self.head_dim}"
+
+
+def _to_mask(
+    key_padding_mask: torch.Tensor | None, attn_mask: torch.Tensor | None, dtype: torch.dtype
+) -> AttentionMask | None:
+    """PyTorch-convention masks -> one typed keep-mask or additive bias for the processor."""
+    if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
+        raise TypeError("key_padding_mask must be bool with True marking padding (torch.nn.MultiheadAttention style)")
+    if attn_mask is None:
+        return None if key_padding_mask is None else AttentionMask("key_padding", ~key_padding_mask)
+    if attn_mask.dim() == 2:
+        attn_mask = attn_mask[None, None]
+    elif attn_mask.dim() == 3:
+        attn_mask = attn_mask[:, None]
+    if attn_mask.dtype == torch.bool:
+        keep = ~attn_mask
+        if key_padding_mask is not None:
+            keep = keep & ~key_padding_mask[:, None, None, :]
+        return AttentionMask("bool", keep)
+    bias = attn_mask.to(dtype)
+    if key_padding_mask is not None:
+        bias = bias.masked_fill(key_padding_mask[:, None, None, :], -math.inf)
+    return AttentionMask("additive", bias)

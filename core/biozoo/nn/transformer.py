@@ -1,0 +1,249 @@
+"""Transformer encoder and decoder layers, pre-norm or post-norm.
+
+Attribute names follow ``torch.nn.TransformerEncoderLayer`` /
+``TransformerDecoderLayer`` (``self_attn``, ``linear1``, ``norm1``...), so
+checkpoints of models built on PyTorch's layers map onto ours by splitting
+``in_proj_weight`` into ``q_proj``/``k_proj``/``v_proj`` and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from biozoo.components.base import Component
+from biozoo.components.ports import Port, Ports
+from biozoo.nn.attention import KVCache, MultiHeadAttention, make_norm
+from biozoo.plugins.declarations import ComponentKind
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+    "leaky_relu": F.leaky_relu,
+}
+
+
+def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}") from None
+
+
+class _FeedForward(nn.Module):
+    """``linear2(dropout(act(linear1(x))))``, attributes on the layer itself as in PyTorch."""
+
+    def _init_ff(self, d_model: int, dim_feedforward: int, dropout: float, activation: str, bias: bool) -> None:
+        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
+        self.activation_name = activation
+        self.activation = activation_fn(activation)
+
+    def ff(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+
+
+class TransformerEncoderLayer(_FeedForward):
+    """Self-attention + feed-forward; ``norm_first`` picks pre-norm, else post-norm (PyTorch's default)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+        norm_first: bool = False,
+        bias: bool = True,
+        norm: str = "layer_norm",
+        num_kv_heads: int | None = None,
+        qk_norm: str | None = None,
+        attention_dropout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(
+            d_model,
+            nhead,
+            num_kv_heads=num_kv_heads,
+            bias=bias,
+            dropout=dropout if attention_dropout is None else attention_dropout,
+            qk_norm=qk_norm,
+        )
+        self._init_ff(d_model, dim_feedforward, dropout, activation, bias)
+        self.norm1 = make_norm(norm, d_model, layer_norm_eps)
+        self.norm2 = make_norm(norm, d_model, layer_norm_eps)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.norm_first = norm_first
+
+    def _sa(self, x: torch.Tensor, attn: dict[str, Any]) -> torch.Tensor:
+        return self.dropout1(self.self_attn(x, **attn)[0])
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        src_key_padding_mask: torch.Tensor | None = None,
+        src_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        rotary: Any | None = None,
+        position_offset: int = 0,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        attn = dict(
+            key_padding_mask=src_key_padding_mask,
+            attn_mask=src_mask,
+            is_causal=is_causal,
+            rotary=rotary,
+            position_offset=position_offset,
+            cache=cache,
+        )
+        x = src
+        if self.norm_first:
+            x = x + self._sa(self.norm1(x), attn)
+            x = x + self.dropout2(self.ff(self.norm2(x)))
+        else:
+            x = self.norm1(x + self._sa(x, attn))
+            x = self.norm2(x + self.dropout2(self.ff(x)))
+        return x
+
+
+class TransformerDecoderLayer(_FeedForward):
+    """Causal self-attention, cross-attention to ``memory``, feed-forward; pre- or post-norm."""
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+        norm_first: bool = False,
+        bias: bool = True,
+        norm: str = "layer_norm",
+        num_kv_heads: int | None = None,
+        qk_norm: str | None = None,
+        memory_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(
+            d_model, nhead, num_kv_heads=num_kv_heads, bias=bias, dropout=dropout, qk_norm=qk_norm
+        )
+        self.multihead_attn = MultiHeadAttention(
+            d_model, nhead, num_kv_heads=num_kv_heads, bias=bias, dropout=dropout, qk_norm=qk_norm,
+            kdim=memory_dim, vdim=memory_dim,
+        )
+        self._init_ff(d_model, dim_feedforward, dropout, activation, bias)
+        self.norm1 = make_norm(norm, d_model, layer_norm_eps)
+        self.norm2 = make_norm(norm, d_model, layer_norm_eps)
+        self.norm3 = make_norm(norm, d_model, layer_norm_eps)
+        self.dropout1, self.dropout2, self.dropout3 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
+        self.norm_first = norm_first
+
+    def forward(
+        self,
+        tgt: torch.Tensor,
+        memory: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        tgt_key_padding_mask: torch.Tensor | None = None,
+        memory_key_padding_mask: torch.Tensor | None = None,
+        tgt_is_causal: bool = False,
+        rotary: Any | None = None,
+    ) -> torch.Tensor:
+        def sa(x: torch.Tensor) -> torch.Tensor:
+            out = self.self_attn(
+                x, key_padding_mask=tgt_key_padding_mask, attn_mask=tgt_mask, is_causal=tgt_is_causal, rotary=rotary
+            )[0]
+            return self.dropout1(out)
+
+        def ca(x: torch.Tensor) -> torch.Tensor:
+            out = self.multihead_attn(x, memory, key_padding_mask=memory_key_padding_mask, attn_mask=memory_mask)[0]
+            return self.dropout2(out)
+
+        x = tgt
+        if self.norm_first:
+            x = x + sa(self.norm1(x))
+            x = x + ca(self.norm2(x))
+            x = x + self.dropout3(self.ff(self.norm3(x)))
+        else:
+            x = self.norm1(x + sa(x))
+            x = self.norm2(x + ca(x))
+            x = self.norm3(x + self.dropout3(self.ff(x)))
+        return x
+
+
+class TransformerEncoder(Component):
+    """A stack of encoder layers (registered as ``core.transformer_encoder``): hidden -> hidden."""
+
+    kind = ComponentKind.ENCODER
+
+    def __init__(
+        self,
+        d_model: int,
+        num_layers: int,
+        num_heads: int,
+        dim_feedforward: int | None = None,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+        norm_first: bool = False,
+        final_norm: bool = False,
+        bias: bool = True,
+        norm: str = "layer_norm",
+        num_kv_heads: int | None = None,
+        qk_norm: str | None = None,
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        self.d_model, self.causal = d_model, causal
+        self.layers = nn.ModuleList(
+            TransformerEncoderLayer(
+                d_model,
+                num_heads,
+                dim_feedforward or 4 * d_model,
+                dropout,
+                activation,
+                layer_norm_eps,
+                norm_first,
+                bias,
+                norm,
+                num_kv_heads,
+                qk_norm,
+            )
+            for _ in range(num_layers)
+        )
+        self.norm = make_norm(norm, d_model, layer_norm_eps) if final_norm else None
+
+    def ports(self) -> Ports:
+        hidden = Port("hidden", "hidden", ("B", "T", self.d_model))
+        mask = Port("padding_mask", "padding-mask", ("B", "T"), optional=True)
+        return Ports(inputs=(hidden, mask), outputs=(hidden,))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        rotary: Any | None = None,
+        position_offset: int = 0,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """``padding_mask``: bool ``[B, T]``, True = padding."""
+        for layer in self.layers:
+            x = layer(
+                x,
+                src_key_padding_mask=padding_mask,
+                is_causal=self.causal,
+                rotary=rotary,
+                position_offset=position_offset,
+                cache=cache,
+            )
+        return self.norm(x) if self.norm is not None else x

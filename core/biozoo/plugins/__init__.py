@@ -1,0 +1,23 @@
+"""Plugin machinery: hook specifications, static declarations, discovery."""
+
+from biozoo.plugins.declarations import (
+    ComponentDecl,
+    ComponentKind,
+    ConverterDecl,
+    PluginSpec,
+    ProcessorDecl,
+    TaskDecl,
+    resolve_target,
+)
+from biozoo.plugins.hookspecs import hookimpl
+
+__all__ = [
+    "ComponentDecl",
+    "ComponentKind",
+    "ConverterDecl",
+    "PluginSpec",
+    "ProcessorDecl",
+    "TaskDecl",
+    "hookimpl",
+    "resolve_target",
+]

@@ -1,0 +1,134 @@
+"""Static declarations a plugin hands to the registry.
+
+They are plain data: a name, a kind and a ``"module:attr"`` target string.
+Nothing here imports the target, so listing what a plugin offers never
+imports torch or the plugin's model code. The target is imported on first
+use by :func:`resolve_target`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from biozoo.errors import PluginError
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z0-9][a-z0-9_\-]*$")
+_TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class ComponentKind(str, Enum):
+    """What role a component plays; assembly checks a slot gets the right kind."""
+
+    ARCHITECTURE = "architecture"
+    ENCODER = "encoder"
+    DECODER = "decoder"
+    HEAD = "head"
+    POSITIONAL_ENCODING = "positional_encoding"
+    ATTENTION_PROCESSOR = "attention_processor"
+
+
+def _check_name(name: str, what: str) -> None:
+    if not _NAME_RE.match(name):
+        raise PluginError(
+            f"{what} name {name!r} is not of the form 'namespace.name'",
+            "use lower-case 'plugin.component_name', e.g. 'scgpt.gene_encoder'",
+        )
+
+
+def _check_target(target: str, what: str) -> None:
+    if not _TARGET_RE.match(target):
+        raise PluginError(
+            f"{what} target {target!r} is not of the form 'package.module:attribute'",
+            "point at the object lazily, e.g. 'biozoo_scgpt.model:GeneEncoder'",
+        )
+
+
+@dataclass(frozen=True)
+class ComponentDecl:
+    """A component class (encoder, head, ...) a plugin provides, imported lazily."""
+
+    name: str
+    kind: ComponentKind
+    target: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "component")
+        _check_target(self.target, f"component {self.name!r}")
+        object.__setattr__(self, "kind", ComponentKind(self.kind))
+
+
+@dataclass(frozen=True)
+class ProcessorDecl:
+    """An attention processor (a kernel ``(q, k, v, call) -> out``), imported lazily.
+
+    Processor names are short (``eager``, ``sdpa``, ``flash``) because users type
+    them; ``priority`` orders the candidates ``auto`` considers.
+    """
+
+    name: str
+    target: str
+    description: str = ""
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^[a-z][a-z0-9_\-]*$", self.name):
+            raise PluginError(f"processor name {self.name!r} must be lower-case letters, digits, '_' or '-'")
+        _check_target(self.target, f"processor {self.name!r}")
+
+
+@dataclass(frozen=True)
+class ConverterDecl:
+    """A converter from a reference checkpoint format (``zoo convert NAME``)."""
+
+    name: str
+    target: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_target(self.target, f"converter {self.name!r}")
+
+
+@dataclass(frozen=True)
+class TaskDecl:
+    """A task implementation (``embed``, ``annotate``, ...) for an architecture."""
+
+    task: str
+    architecture: str
+    target: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_target(self.target, f"task {self.task!r}")
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """Everything one plugin declares; built from its hook implementations."""
+
+    name: str
+    components: tuple[ComponentDecl, ...] = ()
+    processors: tuple[ProcessorDecl, ...] = ()
+    converters: tuple[ConverterDecl, ...] = ()
+    tasks: tuple[TaskDecl, ...] = ()
+    manifests: tuple[Path, ...] = field(default=())
+
+
+def resolve_target(target: str) -> Any:
+    """Import ``"package.module:attr"`` and return the attribute."""
+    module_name, _, attr_path = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr_path.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise PluginError(
+            f"cannot import {target!r}: {type(exc).__name__}: {exc}",
+            "the plugin that declares it is broken or out of date; reinstall it (see `zoo plugins`)",
+        ) from exc
+    return obj

@@ -1,0 +1,288 @@
+"""The registry: every name the installed plugins declare, and who declared it.
+
+Built once per process from plugin declarations (no model code imported).
+Conflicts are recorded, not fatal: two plugins claiming one name makes *that*
+name unusable, with an error naming both, while everything else keeps working
+(``BIOZOO_STRICT=1`` makes conflicts fatal at build time).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from biozoo.errors import DuplicateNameError, PluginError, UnknownNameError
+from biozoo.manifest.io import MANIFEST_NAME, LocatedManifest, read_manifest, read_raw
+from biozoo.plugins.declarations import ComponentDecl, ComponentKind, ConverterDecl, ProcessorDecl, TaskDecl, resolve_target
+from biozoo.plugins.loader import PluginStatus, discover, strict_mode
+
+T = TypeVar("T")
+
+
+@dataclass
+class Claim(Generic[T]):
+    value: T
+    plugin: str
+
+
+@dataclass
+class ModelEntry:
+    """A named model as listed: enough to show it without validating or importing anything."""
+
+    id: str
+    path: Path
+    plugin: str  # who shipped the manifest ("core" for registry/)
+    raw: dict[str, Any]
+
+    @property
+    def description(self) -> str:
+        return str(self.raw.get("description", "")).strip().splitlines()[0] if self.raw.get("description") else ""
+
+    @property
+    def needs_plugins(self) -> set[str]:
+        names = []
+        for key in ("architecture", "preprocessing"):
+            ref = self.raw.get(key)
+            if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+                names.append(ref["name"])
+        comps = self.raw.get("components")
+        if isinstance(comps, dict):
+            names += [c["name"] for c in comps.values() if isinstance(c, dict) and isinstance(c.get("name"), str)]
+        return {n.split(".", 1)[0] for n in names}
+
+    @property
+    def needs_conversion(self) -> bool:
+        return "weights" not in self.raw and "conversion" in self.raw
+
+
+@dataclass
+class _Table(Generic[T]):
+    what: str
+    claims: dict[str, list[Claim[T]]] = field(default_factory=dict)
+
+    def add(self, name: str, value: T, plugin: str) -> None:
+        self.claims.setdefault(name, []).append(Claim(value, plugin))
+
+    def conflicts(self) -> dict[str, list[str]]:
+        return {n: [c.plugin for c in cs] for n, cs in self.claims.items() if len(cs) > 1}
+
+    def get(self, name: str) -> Claim[T] | None:
+        claims = self.claims.get(name)
+        if not claims:
+            return None
+        if len(claims) > 1:
+            owners = " and ".join(repr(c.plugin) for c in claims)
+            raise DuplicateNameError(
+                f"{self.what} {name!r} is claimed by both plugins {owners}",
+                "uninstall or disable one of them (BIOZOO_DISABLE_PLUGINS=name)",
+            )
+        return claims[0]
+
+    def names(self) -> list[str]:
+        return sorted(self.claims)
+
+
+class Registry:
+    """Names -> declarations, with plugin health; see module docstring."""
+
+    def __init__(self, statuses: Iterable[PluginStatus]) -> None:
+        self.plugins: dict[str, PluginStatus] = {}
+        self.components: _Table[ComponentDecl] = _Table("component")
+        self.processor_decls: _Table[ProcessorDecl] = _Table("attention processor")
+        self.converters: _Table[ConverterDecl] = _Table("converter")
+        self.tasks: _Table[TaskDecl] = _Table("task")
+        self.models: _Table[ModelEntry] = _Table("model")
+        self._classes: dict[str, Any] = {}
+        self._processors: dict[str, Any] = {}
+        for status in statuses:
+            if status.name in self.plugins:
+                first = self.plugins[status.name]
+                reason = (
+                    f"plugin name {status.name!r} is claimed by distributions "
+                    f"{first.distribution!r} and {status.distribution!r}"
+                )
+                status.status, status.reason, status.spec = "broken", reason, None
+                first.status, first.reason, first.spec = "broken", reason, None
+                self._drop(first.name)
+                self.plugins[f"{status.name} ({status.distribution})"] = status
+                continue
+            self.plugins[status.name] = status
+            if status.spec is not None:
+                self._add(status)
+        if strict_mode():
+            for table in (self.components, self.processor_decls, self.converters, self.tasks, self.models):
+                for name, owners in table.conflicts().items():
+                    raise DuplicateNameError(f"{table.what} {name!r} is claimed by plugins {' and '.join(owners)}")
+
+    def _drop(self, plugin: str) -> None:
+        for table in (self.components, self.processor_decls, self.converters, self.tasks, self.models):
+            for name in list(table.claims):
+                table.claims[name] = [c for c in table.claims[name] if c.plugin != plugin]
+                if not table.claims[name]:
+                    del table.claims[name]
+
+    def _add(self, status: PluginStatus) -> None:
+        spec = status.spec
+        assert spec is not None
+        for comp in spec.components:
+            self.components.add(comp.name, comp, spec.name)
+        for proc in spec.processors:
+            self.processor_decls.add(proc.name, proc, spec.name)
+        for conv in spec.converters:
+            self.converters.add(conv.name, conv, spec.name)
+        for task in spec.tasks:
+            self.tasks.add(f"{task.task}:{task.architecture}", task, spec.name)
+        for path in spec.manifests:
+            for manifest_path in _manifest_files(Path(path)):
+                raw = read_raw(manifest_path)
+                model_id = raw.get("id")
+                if not isinstance(model_id, str):
+                    model_id = f"(invalid)/{manifest_path.parent.name}"
+                self.models.add(model_id, ModelEntry(model_id, manifest_path, spec.name, raw), spec.name)
+
+    # -- plugins ---------------------------------------------------------------
+
+    def plugin_problem(self, plugin: str) -> str | None:
+        """Why a plugin's names cannot be used, or None when it is healthy."""
+        status = self.plugins.get(plugin)
+        if status is None:
+            return f"plugin {plugin!r} is not installed (pip install biozoo-{plugin})"
+        if not status.healthy:
+            return f"plugin {plugin!r} is {status.status}: {status.reason}"
+        return None
+
+    # -- models ----------------------------------------------------------------
+
+    def model_entry(self, model_id: str) -> ModelEntry:
+        claim = self.models.get(model_id)
+        if claim is None:
+            close = difflib.get_close_matches(model_id, self.models.names(), n=3)
+            raise UnknownNameError(
+                f"no model named {model_id!r}",
+                f"did you mean {', '.join(close)}?" if close else "`zoo list` shows every model; a path or hf://ORG/NAME@REV also works",
+            )
+        return claim.value
+
+    def available(self, entry: ModelEntry) -> tuple[bool, str]:
+        for plugin in sorted(entry.needs_plugins):
+            problem = self.plugin_problem(plugin)
+            if problem:
+                return False, problem
+        if entry.needs_conversion:
+            return False, "weights must be converted from the official files first (see `zoo info`)"
+        return True, ""
+
+    def manifest(self, model_id: str) -> LocatedManifest:
+        return read_manifest(self.model_entry(model_id).path)
+
+    # -- components ------------------------------------------------------------
+
+    def component_decl(self, name: str) -> ComponentDecl:
+        claim = self.components.get(name)
+        if claim is None:
+            plugin = name.split(".", 1)[0]
+            problem = self.plugin_problem(plugin)
+            if problem:
+                raise UnknownNameError(f"component {name!r} is not available: {problem}", _install_hint(plugin))
+            close = difflib.get_close_matches(name, self.components.names(), n=3)
+            raise UnknownNameError(
+                f"plugin {plugin!r} has no component {name!r}",
+                f"did you mean {', '.join(close)}?" if close else f"`zoo list --kind components {plugin}.*` lists them",
+            )
+        return claim.value
+
+    def component_class(self, name: str, expected: ComponentKind | None = None) -> Any:
+        decl = self.component_decl(name)
+        if expected is not None and decl.kind != expected:
+            raise PluginError(f"component {name!r} is a {decl.kind.value}, not a {expected.value}")
+        if name not in self._classes:
+            cls = resolve_target(decl.target)
+            declared_kind = getattr(cls, "kind", None)
+            if declared_kind is not None and ComponentKind(declared_kind) != decl.kind:
+                raise PluginError(
+                    f"component {name!r} is declared as {decl.kind.value} but its class says {declared_kind}",
+                    "fix the plugin's biozoo_components() declaration",
+                )
+            self._classes[name] = cls
+        return self._classes[name]
+
+    # -- attention processors -------------------------------------------------
+
+    def processor(self, name: str) -> Any:
+        if name not in self._processors:
+            claim = self.processor_decls.get(name)
+            if claim is None:
+                close = difflib.get_close_matches(name, self.processor_decls.names(), n=3)
+                raise UnknownNameError(
+                    f"no attention processor named {name!r}",
+                    f"available: {', '.join(self.processor_decls.names())}"
+                    + (f"; did you mean {', '.join(close)}?" if close else ""),
+                )
+            factory = resolve_target(claim.value.target)
+            instance = factory() if isinstance(factory, type) else factory
+            instance.priority = claim.value.priority
+            self._processors[name] = instance
+        return self._processors[name]
+
+    def processors_by_priority(self) -> list[Any]:
+        if not hasattr(self, "_by_priority"):
+            usable = []
+            for name, claims in self.processor_decls.claims.items():
+                if len(claims) == 1:
+                    usable.append(self.processor(name))
+            self._by_priority = sorted(usable, key=lambda p: -p.priority)
+        return self._by_priority
+
+    # -- converters and tasks --------------------------------------------------
+
+    def converter(self, name: str) -> Any:
+        claim = self.converters.get(name)
+        if claim is None:
+            problem = self.plugin_problem(name)
+            raise UnknownNameError(
+                f"no converter named {name!r}" + (f": {problem}" if problem else ""),
+                f"available: {', '.join(self.converters.names()) or 'none'}",
+            )
+        return resolve_target(claim.value.target)
+
+    def task(self, task: str, architecture: str) -> Any:
+        claim = self.tasks.get(f"{task}:{architecture}")
+        if claim is None:
+            able = [n.split(":")[1] for n in self.tasks.names() if n.startswith(task + ":")]
+            raise UnknownNameError(
+                f"architecture {architecture!r} does not support the task {task!r}",
+                f"models with architectures {', '.join(able)} do" if able else f"no installed plugin provides {task!r}",
+            )
+        return resolve_target(claim.value.target)
+
+
+def _install_hint(plugin: str) -> str:
+    return f"install it with `pip install biozoo-{plugin}`, then check `zoo plugins`"
+
+
+def _manifest_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob(MANIFEST_NAME) if p.is_file())
+    return []
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry(discover())
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget the registry (tests, or after installing a plugin in-process)."""
+    global _REGISTRY
+    _REGISTRY = None

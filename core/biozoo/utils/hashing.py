@@ -1,0 +1,61 @@
+"""sha256 of files, remembered per (path, size, mtime, inode) so big files are hashed once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from biozoo.utils.atomic import atomic_write_text
+
+_CHUNK = 8 * 1024 * 1024
+
+
+def cache_dir() -> Path:
+    """biozoo's own small cache (hash memo); Hub files live in the Hugging Face cache."""
+    root = os.environ.get("BIOZOO_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "biozoo"
+    )
+    return Path(root)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _signature(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_dev}"
+
+
+class HashMemo:
+    """Remembers files already verified, so a second load does not re-read them."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or cache_dir() / "verified-sha256.json"
+        self._data: dict[str, dict[str, str]] | None = None
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        if self._data is None:
+            try:
+                self._data = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                self._data = {}
+        return self._data
+
+    def known(self, path: Path, sha256: str) -> bool:
+        entry = self._load().get(str(path.resolve()))
+        return bool(entry) and entry.get("sha256") == sha256 and entry.get("sig") == _signature(path)
+
+    def remember(self, path: Path, sha256: str) -> None:
+        data = self._load()
+        data[str(path.resolve())] = {"sha256": sha256, "sig": _signature(path)}
+        try:
+            atomic_write_text(self.path, json.dumps(data))
+        except OSError:
+            pass  # a read-only cache only costs a re-hash next time
