@@ -21,6 +21,7 @@ from biozoo.errors import AssemblyError, BiozooError
 from biozoo.manifest.schema import ComponentRef, Manifest
 from biozoo.plugins.declarations import ComponentKind
 from biozoo.registry import Registry, get_registry
+from biozoo.utils.meta import empty_init
 
 
 def _accepted(cls: type, reserved: set[str]) -> tuple[set[str], set[str], bool]:
@@ -88,7 +89,7 @@ def assemble(manifest: Manifest, registry: Registry | None = None, device: str |
     """Build the model a manifest describes (on ``device``, meta by default), without weights."""
     registry = registry or get_registry()
     arch_ref = manifest.architecture
-    with torch.device(device):
+    with empty_init(device):
         arch_cls = registry.component_class(arch_ref.name)
         if getattr(arch_cls, "kind", None) != ComponentKind.ARCHITECTURE:
             raise AssemblyError(f"architecture: {arch_ref.name!r} is not an architecture")

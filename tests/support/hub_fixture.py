@@ -14,10 +14,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import huggingface_hub
+import huggingface_hub.hf_api
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 
@@ -44,7 +44,6 @@ class HubClientEnv:
     cache_dir: Path
     home: Path
     token: str | None = None
-    _apis: list[HfApi] = field(default_factory=list, repr=False)
 
     @property
     def api(self) -> HfApi:

@@ -341,12 +341,13 @@ class RotaryPositionalEncoding(Component):
         """The ``head_dim // 2`` rotation frequencies; ``seq_len`` matters only for dynamic scaling."""
         scale_len = self._scale_len(seq_len) if seq_len is not None else None
         dims = torch.arange(0, self.head_dim, 2, device=device, dtype=dtype)
-        inv_freq = 1.0 / (self._base_for(scale_len) ** (dims / self.head_dim))
+        wavelength_scale = self._base_for(scale_len) ** (dims / self.head_dim)
+        inv_freq = 1.0 / wavelength_scale
         if self.scaling_type == "linear":
             return inv_freq / self.factor  # same angles as dividing positions by the factor
         if self.scaling_type == "yarn":
             interpolated = self._yarn_ramp(device, dtype)
-            return inv_freq * (1.0 - interpolated) + inv_freq / self.factor * interpolated
+            return inv_freq * (1.0 - interpolated) + 1.0 / (self.factor * wavelength_scale) * interpolated
         return inv_freq
 
     def _yarn_ramp(self, device: torch.device | str | None, dtype: torch.dtype) -> torch.Tensor:

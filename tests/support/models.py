@@ -1,0 +1,70 @@
+"""Helpers that write small, real model folders for tests (manifest + safetensors)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+D, VOCAB, CLASSES = 16, 11, 3
+
+
+def tiny_manifest(**overrides: Any) -> dict[str, Any]:
+    """A valid manifest for a tiny core.sequence_classifier (weights list filled in by write_model)."""
+    data: dict[str, Any] = {
+        "format_version": 1,
+        "id": "test/tiny",
+        "description": "tiny test model",
+        "architecture": {"name": "core.sequence_classifier"},
+        "components": {
+            "embedding": {"name": "core.token_embedding", "config": {"vocab_size": VOCAB, "d_model": D}},
+            "encoder": {
+                "name": "core.transformer_encoder",
+                "config": {"d_model": D, "num_layers": 1, "num_heads": 2, "dim_feedforward": 32, "dropout": 0.0},
+            },
+            "head": {"name": "core.pooled_classifier", "config": {"d_model": D, "num_classes": CLASSES}},
+        },
+        "weights": {"source": ".", "files": [{"path": "model.safetensors", "sha256": "0" * 64}]},
+        "license": "MIT",
+    }
+    data.update(copy.deepcopy(overrides))
+    return data
+
+
+def random_state(manifest: dict[str, Any], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Real random weights for the manifest's model, built with normal init on CPU."""
+    from biozoo.assembly import assemble
+    from biozoo.manifest.io import parse_manifest
+
+    torch.manual_seed(seed)
+    model = assemble(parse_manifest(manifest), device="cpu")
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_model(
+    folder: Path,
+    manifest: dict[str, Any] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+    *,
+    fix_hashes: bool = True,
+) -> Path:
+    """Write manifest.yaml + model.safetensors into ``folder``; hashes are filled in unless told not to."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = manifest or tiny_manifest()
+    state = state if state is not None else random_state(manifest)
+    weights = folder / "model.safetensors"
+    save_file(state, weights)
+    if fix_hashes:
+        manifest = copy.deepcopy(manifest)
+        manifest["weights"]["files"] = [{"path": "model.safetensors", "sha256": sha256(weights)}]
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return folder
