@@ -23,7 +23,16 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants
 
 from tests.support.hub_server import HubServer
 
-__all__ = ["HubClientEnv", "hub", "hub_offline", "hub_server", "offline_mode", "point_client_at"]
+__all__ = [
+    "HubClientEnv",
+    "MakeHubClient",
+    "hub",
+    "hub_offline",
+    "hub_server",
+    "make_hub_client",
+    "offline_mode",
+    "point_client_at",
+]
 
 
 @contextmanager
@@ -127,6 +136,20 @@ def hub(hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     env = point_client_at(monkeypatch, hub_server, tmp_path)
     yield env
     hub_server.start()  # in case the test left the server in an outage
+
+
+MakeHubClient = Callable[..., HubClientEnv]
+
+
+@pytest.fixture
+def make_hub_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeHubClient:
+    """``make_hub_client(server, token=None)``: point the client at *another* server (e.g. one with a token)."""
+    counter = iter(range(1_000_000))
+
+    def make(server: HubServer, token: str | None = None) -> HubClientEnv:
+        return point_client_at(monkeypatch, server, tmp_path / f"hf-client-{next(counter)}", token=token)
+
+    return make
 
 
 @pytest.fixture

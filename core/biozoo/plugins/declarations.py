@@ -126,7 +126,7 @@ def resolve_target(target: str) -> Any:
         obj: Any = importlib.import_module(module_name)
         for part in attr_path.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure while importing plugin code is the plugin's
         raise PluginError(
             f"cannot import {target!r}: {type(exc).__name__}: {exc}",
             "the plugin that declares it is broken or out of date; reinstall it (see `zoo plugins`)",

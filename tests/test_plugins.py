@@ -1,0 +1,176 @@
+"""Plugin discovery: lazy, fault-tolerant, version-checked, conflict-aware."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from biozoo.errors import DuplicateNameError, PluginError, UnknownNameError
+from biozoo.registry import get_registry
+from tests.support.fake_plugins import FakePlugins, fake_plugins  # noqa: F401 - fixture
+
+GOOD = """
+from biozoo.plugins import ComponentDecl, ProcessorDecl, hookimpl
+
+@hookimpl
+def biozoo_components():
+    return [ComponentDecl("good.head", "head", "fake_good_models:Head", "a head")]
+
+@hookimpl
+def biozoo_attention_processors():
+    return [ProcessorDecl("good-kernel", "biozoo.attention.processors:EagerProcessor", "eager again", priority=-5)]
+"""
+GOOD_MODELS = """
+import sys
+sys.modules[__name__].IMPORTED = True
+raise RuntimeError("model code must not be imported while listing")
+"""
+
+
+def _statuses() -> dict[str, object]:
+    return get_registry().plugins
+
+
+def test_healthy_plugin_is_listed_without_importing_its_model_code(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("good", GOOD)
+    (fake_plugins.root / "fake_good_models.py").write_text(GOOD_MODELS)
+    registry = get_registry()
+    assert registry.plugins["good"].status == "ok"
+    assert registry.plugins["good"].version == "1.2.3"
+    assert registry.plugins["good"].core_range == "<1,>=0.1"
+    assert registry.component_decl("good.head").description == "a head"
+    assert "good-kernel" in registry.processor_decls.names()
+    assert "fake_good_models" not in sys.modules
+    with pytest.raises(PluginError, match="cannot import 'fake_good_models:Head'"):
+        registry.component_class("good.head")  # importing happens on use, and its failure is explained
+
+
+def test_broken_import_is_quarantined(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("broken", "import this_module_does_not_exist\n")
+    fake_plugins.add("good", GOOD)
+    statuses = _statuses()
+    assert statuses["broken"].status == "broken"
+    assert "ModuleNotFoundError" in statuses["broken"].reason
+    assert "this_module_does_not_exist" in statuses["broken"].reason
+    assert statuses["good"].status == "ok"
+    assert get_registry().model_entry("core/tiny-transformer")  # everything else keeps working
+
+
+def test_hook_that_raises_is_quarantined(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("raiser", """
+from biozoo.plugins import hookimpl
+@hookimpl
+def biozoo_components():
+    raise ValueError("boom in hook")
+""")
+    status = _statuses()["raiser"]
+    assert status.status == "broken" and "boom in hook" in status.reason
+
+
+def test_bad_hook_signature_and_bad_declarations(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("sig", """
+from biozoo.plugins import hookimpl
+@hookimpl
+def biozoo_components(unexpected_argument):
+    return []
+""")
+    fake_plugins.add("ns", """
+from biozoo.plugins import ComponentDecl, hookimpl
+@hookimpl
+def biozoo_components():
+    return [ComponentDecl("other.thing", "head", "x:y")]
+""")
+    statuses = _statuses()
+    assert statuses["sig"].status == "broken" and "unexpected_argument" in statuses["sig"].reason
+    assert statuses["ns"].status == "broken" and "outside the plugin's namespace" in statuses["ns"].reason
+
+
+def test_incompatible_core_range_is_reported_before_import(fake_plugins: FakePlugins) -> None:
+    module = fake_plugins.add("future", "raise SystemExit('must not be imported')\n", requires="biozoo>=9.0")
+    status = _statuses()["future"]
+    assert status.status == "incompatible"
+    assert "supports biozoo>=9.0" in status.reason and "this is biozoo 0.1.0" in status.reason
+    assert module not in sys.modules
+
+
+def test_unknown_component_of_incompatible_plugin_explains(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("future", "raise SystemExit(1)\n", requires="biozoo>=9.0")
+    with pytest.raises(UnknownNameError, match="plugin 'future' is incompatible"):
+        get_registry().component_decl("future.encoder")
+
+
+def test_two_distributions_claiming_one_plugin_name(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("twin", GOOD.replace("good.", "twin."), dist="biozoo-twin-a")
+    fake_plugins.add("twin", GOOD.replace("good.", "twin."), dist="biozoo-twin-b")
+    statuses = [s for s in _statuses().values() if s.name == "twin"]
+    assert len(statuses) == 2
+    for status in statuses:
+        assert status.status == "broken"
+        assert "biozoo-twin-a" in status.reason and "biozoo-twin-b" in status.reason
+
+
+def test_two_plugins_claiming_one_processor_name(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("one", GOOD.replace("good.", "one."))
+    fake_plugins.add("two", GOOD.replace("good.", "two."))
+    registry = get_registry()
+    with pytest.raises(DuplicateNameError) as info:
+        registry.processor("good-kernel")
+    assert "'one'" in str(info.value) and "'two'" in str(info.value)
+    registry.processor("sdpa")  # other names unaffected
+
+
+def test_two_plugins_claiming_one_model_id(fake_plugins: FakePlugins, tmp_path: Path) -> None:
+    from tests.support.models import write_model
+
+    folder = write_model(tmp_path / "m")
+    manifest = (folder / "manifest.yaml").read_text().replace("test/tiny", "core/tiny-transformer")
+    (folder / "manifest.yaml").write_text(manifest)
+    fake_plugins.add("shadow", f"""
+from pathlib import Path
+from biozoo.plugins import hookimpl
+@hookimpl
+def biozoo_manifests():
+    return [Path({str(folder)!r})]
+""")
+    import biozoo
+
+    row = next(r for r in biozoo.list_models() if r["id"] == "core/tiny-transformer")
+    assert row["available"] is False and "core and shadow" in row["reason"]
+    with pytest.raises(DuplicateNameError, match="model 'core/tiny-transformer' is claimed by both plugins"):
+        get_registry().model_entry("core/tiny-transformer")
+
+
+def test_strict_mode_fails_loudly(fake_plugins: FakePlugins, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_plugins.add("broken", "import nope_nope\n")
+    monkeypatch.setenv("BIOZOO_STRICT", "1")
+    with pytest.raises(PluginError, match="'broken' failed to import"):
+        get_registry()
+
+
+def test_allow_and_deny_lists(fake_plugins: FakePlugins, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_plugins.add("good", GOOD)
+    fake_plugins.add("broken", "import nope_nope\n")
+    monkeypatch.setenv("BIOZOO_DISABLE_PLUGINS", "broken")
+    assert _statuses()["broken"].status == "disabled"
+    from biozoo.registry import reset_registry
+
+    reset_registry()
+    monkeypatch.setenv("BIOZOO_PLUGINS", "")
+    statuses = _statuses()
+    assert statuses["good"].status == "disabled" and statuses["core"].status == "ok"
+
+
+def test_cli_survives_a_broken_plugin(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("broken", "raise ImportError('this plugin is broken on purpose')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake_plugins.root), *sys.path])}
+    for args in (["list"], ["plugins"], ["list", "--json"]):
+        proc = subprocess.run([sys.executable, "-m", "biozoo.cli.app", *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    assert "broken on purpose" in subprocess.run(
+        [sys.executable, "-m", "biozoo.cli.app", "plugins", "--json"], env=env, capture_output=True, text=True,
+        timeout=60).stdout
