@@ -144,6 +144,20 @@ ROPE_CASES = [
         256,
         200,
     ),
+    (  # a Llama-sized original context, so both correction dims (beta_fast and beta_slow) fall inside the head
+        "yarn-4-orig4096",
+        {"type": "yarn", "factor": 4.0, "original_max_len": 4096},
+        {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096},
+        16384,
+        200,
+    ),
+    (
+        "yarn-32-orig4096-theta1e6",
+        {"type": "yarn", "factor": 32.0, "original_max_len": 4096},
+        {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096, "rope_theta": 1e6},
+        131072,
+        200,
+    ),
     (
         "yarn-16-betas",
         {"type": "yarn", "factor": 16.0, "original_max_len": 128, "beta_fast": 16, "beta_slow": 2},

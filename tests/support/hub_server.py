@@ -543,7 +543,7 @@ class _Handler(BaseHTTPRequestHandler):
         size = entry["size"]
         etag = entry["sha256"] if entry["lfs"] else entry["gitOid"]
         headers = {
-            
+            "X-Repo-Commit": cid,
             "ETag": f'"{etag}"',
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",

@@ -151,7 +151,7 @@ class SinusoidalPositionalEncoding(Component):
             angle = position * freq
             table = torch.empty(rows, self.d_model, device=device, dtype=work)
             table[:, 0::2] = torch.sin(angle)
-            table[:, 1::2] = torch.sin(angle[:, : self.d_model // 2])  # odd d_model: one cos column fewer
+            table[:, 1::2] = torch.cos(angle[:, : self.d_model // 2])  # odd d_model: one cos column fewer
             return table.to(dtype)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
