@@ -37,8 +37,6 @@ from tests.support.hub_server import HubServer, git_sha1
 if TYPE_CHECKING:  # not imported at runtime: the module is loaded as a pytest plugin (assert rewriting)
     from tests.support.hub_fixture import HubClientEnv, MakeHubClient
 
-pytest_plugins = ["tests.support.hub_fixture"]
-
 README = b"---\nlicense: apache-2.0\nlibrary_name: biozoo\ntags:\n- biology\n---\n\n# tiny model\n"
 
 

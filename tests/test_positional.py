@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from biozoo.components.ports import Port, Ports
 from biozoo.nn.positional import (
     ROPE_SCALING_TYPES,
@@ -66,7 +65,7 @@ def numpy_rope_half(x: np.ndarray, positions: np.ndarray, base: float) -> np.nda
 @pytest.fixture(scope="module")
 def hf() -> Any:
     """Hugging Face transformers, the rotary reference (tests using it skip when it is absent)."""
-    return pytest.importorskip("transformers", minversion="5.0")
+    return pytest.importorskip("transformers", minversion="5.0", exc_type=ImportError)
 
 
 def hf_config(hf: Any, head_dim: int, max_positions: int, rope_parameters: dict[str, Any]) -> Any:

@@ -57,9 +57,9 @@ def _now() -> str:
 class HubError(Exception):
     """An HTTP error answer; ``code`` becomes ``X-Error-Code``, which the client maps to its exception classes."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, commit: str | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None, **headers: str) -> None:
         super().__init__(message)
-        self.status, self.message, self.code, self.commit = status, message, code, commit
+        self.status, self.message, self.code, self.headers = status, message, code, headers
 
 
 class HubServer:
@@ -190,15 +190,8 @@ class HubServer:
             if key in self._repos:  # the body must still carry "url": create_repo(exist_ok=True) reads it
                 return 409, {"error": "You already created this repo", **answer}
             private = bool(body.get("private")) or body.get("visibility") == "private"
-            repo: Repo = {
-                "type": repo_type,
-                "id": repo_id,
-                "private": private,
-                "createdAt": _now(),
-                "branches": {},
-                "tags": {},
-                "commits": {},
-            }
+            repo: Repo = dict(type=repo_type, id=repo_id, private=private, createdAt=_now(), branches={}, tags={})
+            repo["commits"] = {}
             files = {".gitattributes": self._put_blob(".gitattributes", GITATTRIBUTES)}
             repo["branches"]["main"] = self._new_commit(repo, None, files, "initial commit", "")
             self._repos[key] = repo
@@ -264,22 +257,8 @@ class HubServer:
                 if f["lfs"]:
                     sibling["lfs"] = {"sha256": f["sha256"], "size": f["size"], "pointerSize": _pointer_size(f)}
             siblings.append(sibling)
-        author = repo["id"].split("/")[0]
-        return {
-            "_id": hashlib.sha1(repo["id"].encode()).hexdigest()[:24],
-            "id": repo["id"],
-            "author": author,
-            "sha": cid,
-            "private": repo["private"],
-            "disabled": False,
-            "gated": False,
-            "downloads": 0,
-            "likes": 0,
-            "tags": [],
-            "createdAt": repo["createdAt"],
-            "lastModified": commit["date"],
-            "siblings": siblings,
-        }
+        info = {"id": repo["id"], "author": repo["id"].split("/")[0], "sha": cid, "private": repo["private"]}
+        return {**info, "createdAt": repo["createdAt"], "lastModified": commit["date"], "siblings": siblings}
 
     def tree(self, files: dict[str, FileEntry], prefix: str, recursive: bool) -> list[dict[str, Any]]:
         """Tree listing below ``prefix``; directories are derived from file paths (git has no empty dirs)."""
@@ -301,26 +280,15 @@ class HubServer:
         def fmt(kind: str, table: dict[str, str]) -> list[dict[str, str]]:
             return [{"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": c} for n, c in sorted(table.items())]
 
-        return {
-            "branches": fmt("heads", repo["branches"]),
-            "tags": fmt("tags", repo["tags"]),
-            "converts": [],
-            "pullRequests": [],
-        }
+        branches, tags = fmt("heads", repo["branches"]), fmt("tags", repo["tags"])
+        return {"branches": branches, "tags": tags, "converts": [], "pullRequests": []}
 
     def history(self, repo: Repo, cid: str | None) -> list[dict[str, Any]]:
         out = []
         while cid is not None:
             c = repo["commits"][cid]
-            out.append(
-                {
-                    "id": cid,
-                    "title": c["title"],
-                    "message": c["message"],
-                    "date": c["date"],
-                    "authors": [{"user": self.username, "avatar": None}],
-                }
-            )
+            fields = {k: c[k] for k in ("title", "message", "date")}
+            out.append({"id": cid, **fields, "authors": [{"user": self.username, "avatar": None}]})
             cid = c["parent"]
         return out
 
@@ -396,13 +364,6 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
 
     def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0], 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            self.rfile.readline()
-            return b"".join(chunks)
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _json_body(self) -> dict[str, Any]:
@@ -428,14 +389,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.check_auth(self.command, segs, self.headers.get("Authorization"))
             self._route(self.command, segs, query)
         except HubError as err:
-            headers = {"X-Error-Message": err.message}
-            if err.code:
+            headers = {"X-Error-Message": err.message, **err.headers}
+            if err.code:  # the client maps RepoNotFound / RevisionNotFound / EntryNotFound to its exceptions
                 headers["X-Error-Code"] = err.code
-            if err.commit:
-                headers["X-Repo-Commit"] = err.commit
             self._send(err.status, {"error": err.message}, headers)
-        except (ValueError, KeyError, TypeError) as err:  # malformed request bodies
+        except (ValueError, KeyError, TypeError, IndexError) as err:  # malformed requests
             self._send(400, {"error": f"Bad request: {err!r}"})
+        except Exception as err:  # a server bug: answer (the client retries 5xx) rather than drop the connection
+            self._send(500, {"error": f"biozoo test hub bug: {err!r}"})
 
     def _route(self, method: str, segs: list[str], query: dict[str, str]) -> None:
         hub = self.hub
@@ -444,20 +405,8 @@ class _Handler(BaseHTTPRequestHandler):
         if segs == ["api", "whoami-v2"]:
             if self.headers.get("Authorization") is None:
                 raise HubError(401, INVALID_TOKEN)
-            return self._send(
-                200,
-                {
-                    "type": "user",
-                    "id": "0" * 24,
-                    "name": hub.username,
-                    "fullname": hub.username,
-                    "email": None,
-                    "orgs": [],
-                    "isPro": False,
-                    "canPay": False,
-                    "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}},
-                },
-            )
+            auth = {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}}
+            return self._send(200, {"type": "user", "name": hub.username, "fullname": hub.username, "auth": auth})
         if segs == ["api", "validate-yaml"]:
             self._body()
             return self._send(200, {"errors": [], "warnings": []})
@@ -490,21 +439,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, [listing[p] for p in wanted if p in listing])
             if op == "preupload" and method == "POST" and len(rest) == 2:
                 files = repo["commits"][hub._resolve(repo, rest[1])]["files"]
-                wanted = self._json_body().get("files", [])
-                return self._send(
-                    200,
-                    {
-                        "files": [
-                            {
-                                "path": f["path"],
-                                "uploadMode": "regular",
-                                "shouldIgnore": False,
-                                "oid": files[f["path"]]["gitOid"] if f["path"] in files else None,
-                            }
-                            for f in wanted
-                        ]
-                    },
-                )
+                # Always "regular" (see module docstring); "oid" lets the client skip unchanged files.
+                answer = [
+                    {"path": p, "uploadMode": "regular", "shouldIgnore": False, "oid": files.get(p, {}).get("gitOid")}
+                    for p in (f["path"] for f in self._json_body().get("files", []))
+                ]
+                return self._send(200, {"files": answer})
         # Writes below take the (re-entrant) lock themselves; they may read the body without holding it.
         if op == "commit" and method == "POST" and len(rest) == 2:
             if _truthy(query.get("create_pr")):
@@ -513,16 +453,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, hub.commit(repo, rest[1], lines))
         if op in ("branch", "tag") and len(rest) == 2 and method in ("POST", "DELETE"):
             body = self._json_body() if method == "POST" else {}
-            if op == "branch":
-                start = body.get("startingPoint") or "main"
-                hub.set_ref(repo, "branch", rest[1], start if method == "POST" else None)
-            else:
-                hub.set_ref(
-                    repo,
-                    "tag",
-                    body.get("tag", "") if method == "POST" else rest[1],
-                    rest[1] if method == "POST" else None,
-                )
+            if method == "DELETE":
+                name, target = rest[1], None
+            elif op == "tag":  # POST .../tag/{revision} {"tag": name}
+                name, target = body.get("tag", ""), rest[1]
+            else:  # POST .../branch/{name} {"startingPoint": revision}
+                name, target = rest[1], body.get("startingPoint") or "main"
+            hub.set_ref(repo, op, name, target)
             return self._send(200, {})
         raise HubError(501, f"{method} {self.path} is not implemented by the biozoo test hub")
 
@@ -539,15 +476,10 @@ class _Handler(BaseHTTPRequestHandler):
             cid = self.hub._resolve(repo, segs[3])
             entry = repo["commits"][cid]["files"].get(path)
         if entry is None:  # X-Repo-Commit lets the client cache the non-existence
-            raise HubError(404, f"Entry {path} not found", "EntryNotFound", commit=cid)
+            raise HubError(404, f"Entry {path} not found", "EntryNotFound", **{"X-Repo-Commit": cid})
         size = entry["size"]
         etag = entry["sha256"] if entry["lfs"] else entry["gitOid"]
-        headers = {
-            "X-Repo-Commit": cid,
-            "ETag": f'"{etag}"',
-            "Accept-Ranges": "bytes",
-            "Content-Type": "application/octet-stream",
-        }
+        headers = {"X-Repo-Commit": cid, "ETag": f'"{etag}"', "Content-Type": "application/octet-stream"}
         if entry["lfs"]:
             headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(size)})
         start, end, status = 0, size - 1, 200
@@ -557,11 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
             start, end = (size - int(last), size - 1) if not first else (int(first), int(last) if last else size - 1)
             start, end, status = max(start, 0), min(end, size - 1), 206
             if start >= size or start > end:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
+                raise HubError(416, "Range not satisfiable", **{"Content-Range": f"bytes */{size}"})
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         self.send_response(status)
         for key, value in headers.items():

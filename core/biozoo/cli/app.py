@@ -32,7 +32,7 @@ cache_app = typer.Typer(help="Inspect and clean the model cache.", no_args_is_he
 app.add_typer(cache_app, name="cache")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class Kind(str, Enum):
