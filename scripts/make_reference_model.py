@@ -42,16 +42,29 @@ class TorchReference(nn.Module):
 
 def to_biozoo_keys(ref: TorchReference) -> dict[str, torch.Tensor]:
     sd = ref.state_dict()
-    out = {"embedding.embedding.weight": sd["embedding.weight"], "head.out.weight": sd["out.weight"],
-           "head.out.bias": sd["out.bias"]}
+    out = {
+        "embedding.embedding.weight": sd["embedding.weight"],
+        "head.out.weight": sd["out.weight"],
+        "head.out.bias": sd["out.bias"],
+    }
     for i in range(LAYERS):
         p, q = f"encoder.layers.{i}.", f"encoder.layers.{i}."
         w, b = sd[p + "self_attn.in_proj_weight"].chunk(3), sd[p + "self_attn.in_proj_bias"].chunk(3)
         for j, name in enumerate("qkv"):
             out[q + f"self_attn.{name}_proj.weight"] = w[j]
             out[q + f"self_attn.{name}_proj.bias"] = b[j]
-        for name in ("self_attn.out_proj.weight", "self_attn.out_proj.bias", "linear1.weight", "linear1.bias",
-                     "linear2.weight", "linear2.bias", "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias"):
+        for name in (
+            "self_attn.out_proj.weight",
+            "self_attn.out_proj.bias",
+            "linear1.weight",
+            "linear1.bias",
+            "linear2.weight",
+            "linear2.bias",
+            "norm1.weight",
+            "norm1.bias",
+            "norm2.weight",
+            "norm2.bias",
+        ):
             out[q + name] = sd[p + name]
     return {k: v.contiguous().clone() for k, v in out.items()}
 
@@ -72,30 +85,57 @@ def main() -> None:
         expected = ref(ids, pad)
     OUT.mkdir(parents=True, exist_ok=True)
     save_file(to_biozoo_keys(ref), OUT / "model.safetensors", metadata={"format": "pt"})
-    save_file({"input.input_ids": ids, "input.padding_mask": pad,
-               "output.embedding": expected["embedding"], "output.logits": expected["logits"]},
-              OUT / "test_vectors.safetensors")
+    save_file(
+        {
+            "input.input_ids": ids,
+            "input.padding_mask": pad,
+            "output.embedding": expected["embedding"],
+            "output.logits": expected["logits"],
+        },
+        OUT / "test_vectors.safetensors",
+    )
     manifest = {
         "format_version": 1,
         "id": "core/tiny-transformer",
         "description": "Tiny random-weight transformer classifier whose test vectors come from torch.nn itself; "
-                       "for smoke tests and Hub round trips, not for biology.",
+        "for smoke tests and Hub round trips, not for biology.",
         "architecture": {"name": "core.sequence_classifier"},
         "components": {
-            "embedding": {"name": "core.token_embedding", "config": {"vocab_size": VOCAB, "d_model": D, "padding_idx": 0}},
-            "encoder": {"name": "core.transformer_encoder", "config": {
-                "d_model": D, "num_layers": LAYERS, "num_heads": HEADS, "dim_feedforward": FF, "dropout": 0.0}},
-            "head": {"name": "core.pooled_classifier", "config": {"d_model": D, "num_classes": CLASSES, "pooling": "mean"}},
+            "embedding": {
+                "name": "core.token_embedding",
+                "config": {"vocab_size": VOCAB, "d_model": D, "padding_idx": 0},
+            },
+            "encoder": {
+                "name": "core.transformer_encoder",
+                "config": {
+                    "d_model": D,
+                    "num_layers": LAYERS,
+                    "num_heads": HEADS,
+                    "dim_feedforward": FF,
+                    "dropout": 0.0,
+                },
+            },
+            "head": {
+                "name": "core.pooled_classifier",
+                "config": {"d_model": D, "num_classes": CLASSES, "pooling": "mean"},
+            },
         },
-        "weights": {"source": ".", "files": [
-            {"path": "model.safetensors", "sha256": sha256(OUT / "model.safetensors"),
-             "size": (OUT / "model.safetensors").stat().st_size}]},
+        "weights": {
+            "source": ".",
+            "files": [
+                {
+                    "path": "model.safetensors",
+                    "sha256": sha256(OUT / "model.safetensors"),
+                    "size": (OUT / "model.safetensors").stat().st_size,
+                }
+            ],
+        },
         "test_vectors": {
             "file": "test_vectors.safetensors",
             "sha256": sha256(OUT / "test_vectors.safetensors"),
             "tolerance": {"atol": 1e-5, "rtol": 1e-5},
             "provenance": "torch.nn reference (nn.Embedding, nn.TransformerEncoder, masked mean, nn.Linear), "
-                          f"torch {torch.__version__}, seed 0; scripts/make_reference_model.py",
+            f"torch {torch.__version__}, seed 0; scripts/make_reference_model.py",
         },
         "license": "Apache-2.0",
         "authors": ["biozoo developers"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.support.hub_fixture"]
+pytest_plugins = ["tests.support.hub_fixture", "tests.support.fake_plugins"]
 
 
 @pytest.fixture(autouse=True)

@@ -39,8 +39,9 @@ def test_unknown_component_of_installed_plugin_suggests_names() -> None:
 
 
 def test_wrong_kind_in_slot() -> None:
-    data = tiny_manifest(components=_components(head={"name": "core.token_embedding",
-                                                       "config": {"vocab_size": 4, "d_model": D}}))
+    data = tiny_manifest(
+        components=_components(head={"name": "core.token_embedding", "config": {"vocab_size": 4, "d_model": D}})
+    )
     with pytest.raises(AssemblyError, match=r"components.head: 'core.token_embedding' is a encoder.*needs a head"):
         assemble(parse_manifest(data))
 
@@ -80,8 +81,9 @@ def test_missing_required_slot_and_unknown_slot() -> None:
 
 
 def test_component_rejecting_its_config_is_reported() -> None:
-    comps = _components(head={"name": "core.pooled_classifier",
-                              "config": {"d_model": D, "num_classes": 3, "pooling": "median"}})
+    comps = _components(
+        head={"name": "core.pooled_classifier", "config": {"d_model": D, "num_classes": 3, "pooling": "median"}}
+    )
     with pytest.raises(AssemblyError, match="components.head.config.*unknown pooling 'median'"):
         assemble(parse_manifest(tiny_manifest(components=comps)))
 

@@ -61,8 +61,12 @@ def test_self_attention_matches_torch_multihead_attention(processor: str) -> Non
     bool_mask.fill_diagonal_(False)
     set_processor(ours, processor)
     with torch.no_grad():
-        for kwargs in ({}, {"key_padding_mask": pad}, {"attn_mask": float_mask},
-                       {"attn_mask": bool_mask, "key_padding_mask": pad}):
+        for kwargs in (
+            {},
+            {"key_padding_mask": pad},
+            {"attn_mask": float_mask},
+            {"attn_mask": bool_mask, "key_padding_mask": pad},
+        ):
             want = ref(x, x, x, need_weights=False, **kwargs)[0]
             got = ours(x, **kwargs)[0]
             valid = ~pad if "key_padding_mask" in kwargs else torch.ones(3, 7, dtype=torch.bool)
@@ -107,8 +111,9 @@ def test_cross_attention_with_different_kv_dims_matches_torch(processor: str) ->
 @pytest.mark.parametrize("processor", PROCESSORS)
 def test_encoder_layer_matches_torch(norm_first: bool, activation: str, processor: str) -> None:
     torch.manual_seed(3)
-    ref = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, activation=activation, batch_first=True,
-                                     norm_first=norm_first).eval()
+    ref = nn.TransformerEncoderLayer(
+        32, 4, 64, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first
+    ).eval()
     ours = TransformerEncoderLayer(32, 4, 64, dropout=0.0, activation=activation, norm_first=norm_first).eval()
     _copy_layer(ours, ref)
     set_processor(ours, processor)
@@ -142,7 +147,7 @@ def test_decoder_layer_matches_torch(norm_first: bool) -> None:
 # -- the processor contract against a float64 reference (torch SDPA math in float64) -----------------------------
 
 
-def _reference(q, k, v, call: AttentionCall) -> torch.Tensor:  # noqa: ANN001
+def _reference(q, k, v, call: AttentionCall) -> torch.Tensor:
     """torch's own SDPA in float64, with masks built independently of biozoo's helpers."""
     q, k, v = q.double(), k.double(), v.double()
     rep = q.shape[1] // k.shape[1]
@@ -174,13 +179,18 @@ def _cases() -> list[tuple[str, dict, tuple[int, int, int, int]]]:
         ("additive", {"mask": AttentionMask("additive", torch.randn(2, 4, 5, 7, generator=g))}, (4, 4, 5, 7)),
         ("causal", {"causal": True}, (4, 4, 6, 6)),
         ("causal_kv_cache", {"causal": True}, (4, 4, 3, 8)),
-        ("causal_and_padding", {"causal": True,
-                                "mask": AttentionMask("key_padding", _padding(2, 6, [6, 6]).logical_not())},
-         (4, 4, 6, 6)),
+        (
+            "causal_and_padding",
+            {"causal": True, "mask": AttentionMask("key_padding", _padding(2, 6, [6, 6]).logical_not())},
+            (4, 4, 6, 6),
+        ),
         ("custom_scale", {"scale": 0.37}, (4, 4, 5, 5)),
         ("gqa", {}, (8, 2, 5, 5)),
-        ("mqa_with_padding", {"mask": AttentionMask("key_padding", _padding(2, 9, [9, 2]).logical_not())},
-         (4, 1, 3, 9)),
+        (
+            "mqa_with_padding",
+            {"mask": AttentionMask("key_padding", _padding(2, 9, [9, 2]).logical_not())},
+            (4, 1, 3, 9),
+        ),
         ("odd_lengths", {}, (3, 3, 13, 11)),
     ]
 
@@ -188,7 +198,7 @@ def _cases() -> list[tuple[str, dict, tuple[int, int, int, int]]]:
 @pytest.mark.parametrize("processor", [EagerProcessor(), SdpaProcessor()], ids=PROCESSORS)
 @pytest.mark.parametrize(("case", "kwargs", "shape"), _cases(), ids=[c[0] for c in _cases()])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_processor_conformance(processor, case: str, kwargs: dict, shape: tuple, dtype: torch.dtype) -> None:  # noqa: ANN001
+def test_processor_conformance(processor, case: str, kwargs: dict, shape: tuple, dtype: torch.dtype) -> None:
     h, hkv, sq, skv = shape
     g = torch.Generator().manual_seed(11)
     q = torch.randn(2, h, sq, 16, generator=g).to(dtype)
@@ -202,7 +212,7 @@ def test_processor_conformance(processor, case: str, kwargs: dict, shape: tuple,
 
 
 @pytest.mark.parametrize("processor", [EagerProcessor(), SdpaProcessor()], ids=PROCESSORS)
-def test_fully_masked_rows_are_zero_not_nan(processor) -> None:  # noqa: ANN001
+def test_fully_masked_rows_are_zero_not_nan(processor) -> None:
     q = torch.randn(1, 2, 3, 8)
     keep = torch.zeros(1, 3, dtype=torch.bool)
     out = processor(q, q, q, AttentionCall(mask=AttentionMask("key_padding", keep))).output
@@ -214,11 +224,12 @@ def test_fully_masked_rows_are_zero_not_nan(processor) -> None:  # noqa: ANN001
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(TransformerEncoderLayer(16, 2, 32, dropout=0.0),
-                         TransformerEncoderLayer(16, 2, 32, dropout=0.0)).eval()
+    return nn.Sequential(
+        TransformerEncoderLayer(16, 2, 32, dropout=0.0), TransformerEncoderLayer(16, 2, 32, dropout=0.0)
+    ).eval()
 
 
-def _run(model: nn.Module, **kwargs) -> torch.Tensor:  # noqa: ANN003
+def _run(model: nn.Module, **kwargs) -> torch.Tensor:
     x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for layer in model:

@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.fake_plugins import FakePlugins, fake_plugins  # noqa: F401 - fixture
+if TYPE_CHECKING:
+    from tests.support.fake_plugins import FakePlugins
+
 from tests.support.models import write_model
 
 
@@ -31,8 +34,17 @@ def biozoo_components():
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "--json"], ["list", "--kind", "components"],
-                                  ["plugins"], ["info", "core/tiny-transformer"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["list"],
+        ["list", "--json"],
+        ["list", "--kind", "components"],
+        ["plugins"],
+        ["info", "core/tiny-transformer"],
+    ],
+)
 def test_listing_commands_import_neither_torch_nor_model_code(args: list[str], fake_plugins: FakePlugins) -> None:
     fake_plugins.add("heavy", HEAVY_PLUGIN)
     (fake_plugins.root / "fake_heavy_models.py").write_text("import torch\n")
@@ -61,8 +73,7 @@ def test_list_pattern_filters() -> None:
 def test_load_reports_what_happened() -> None:
     proc = zoo("load", "core/tiny-transformer", "--dtype", "bfloat16")
     assert proc.returncode == 0, proc.stderr
-    for words in ("parameters", "69,317", "bfloat16", "cpu", "load time", "peak RSS", "model.safetensors",
-                  "sha256 ok"):
+    for words in ("parameters", "69,317", "bfloat16", "cpu", "load time", "peak RSS", "model.safetensors", "sha256 ok"):
         assert words in proc.stdout
 
 

@@ -29,10 +29,16 @@ def test_valid_manifest_parses() -> None:
         ({"unknown_key": 1}, "unknown_key", "Extra inputs"),
         ({"weights": {"source": ".", "files": [{"path": "model.bin", "sha256": "0" * 64}]}}, "weights", "pickle"),
         ({"weights": {"source": ".", "files": [{"path": "m.safetensors", "sha256": "xyz"}]}}, "sha256", "pattern"),
-        ({"weights": {"source": "s3://bucket/x", "files": [{"path": "m.safetensors", "sha256": "0" * 64}]}},
-         "weights.source", "hf://"),
-        ({"weights": {"source": "hf://just-a-name", "files": [{"path": "m.safetensors", "sha256": "0" * 64}]}},
-         "weights.source", "hf://ORG/NAME"),
+        (
+            {"weights": {"source": "s3://bucket/x", "files": [{"path": "m.safetensors", "sha256": "0" * 64}]}},
+            "weights.source",
+            "hf://",
+        ),
+        (
+            {"weights": {"source": "hf://just-a-name", "files": [{"path": "m.safetensors", "sha256": "0" * 64}]}},
+            "weights.source",
+            "hf://ORG/NAME",
+        ),
         ({"weights": {"source": ".", "files": []}}, "weights.files", "at least 1"),
         ({"weights": None}, "(top level)", "conversion"),
     ],
@@ -46,8 +52,16 @@ def test_invalid_fields_are_named(change: dict, field: str, words: str) -> None:
     assert words in text
 
 
-@pytest.mark.parametrize("bad", ["../outside.safetensors", "/etc/passwd.safetensors", "a/../../b.safetensors",
-                                 "C:/x.safetensors", "a\\b.safetensors"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "../outside.safetensors",
+        "/etc/passwd.safetensors",
+        "a/../../b.safetensors",
+        "C:/x.safetensors",
+        "a\\b.safetensors",
+    ],
+)
 def test_paths_cannot_escape_the_model_folder(bad: str) -> None:
     data = tiny_manifest(weights={"source": ".", "files": [{"path": bad, "sha256": "0" * 64}]})
     with pytest.raises(ManifestError) as info:
@@ -97,8 +111,13 @@ def test_yaml_cannot_construct_python_objects(tmp_path: Path) -> None:
 
 
 def test_index_must_be_listed_with_a_hash() -> None:
-    data = tiny_manifest(weights={"source": ".", "index": "model.safetensors.index.json",
-                                  "files": [{"path": "a.safetensors", "sha256": "0" * 64}]})
+    data = tiny_manifest(
+        weights={
+            "source": ".",
+            "index": "model.safetensors.index.json",
+            "files": [{"path": "a.safetensors", "sha256": "0" * 64}],
+        }
+    )
     with pytest.raises(ManifestError, match="index"):
         parse_manifest(data)
 

@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:
+    from tests.support.fake_plugins import FakePlugins
+
 from biozoo.errors import DuplicateNameError, PluginError, UnknownNameError
 from biozoo.registry import get_registry
-from tests.support.fake_plugins import FakePlugins, fake_plugins  # noqa: F401 - fixture
 
 GOOD = """
 from biozoo.plugins import ComponentDecl, ProcessorDecl, hookimpl
@@ -61,29 +64,38 @@ def test_broken_import_is_quarantined(fake_plugins: FakePlugins) -> None:
 
 
 def test_hook_that_raises_is_quarantined(fake_plugins: FakePlugins) -> None:
-    fake_plugins.add("raiser", """
+    fake_plugins.add(
+        "raiser",
+        """
 from biozoo.plugins import hookimpl
 @hookimpl
 def biozoo_components():
     raise ValueError("boom in hook")
-""")
+""",
+    )
     status = _statuses()["raiser"]
     assert status.status == "broken" and "boom in hook" in status.reason
 
 
 def test_bad_hook_signature_and_bad_declarations(fake_plugins: FakePlugins) -> None:
-    fake_plugins.add("sig", """
+    fake_plugins.add(
+        "sig",
+        """
 from biozoo.plugins import hookimpl
 @hookimpl
 def biozoo_components(unexpected_argument):
     return []
-""")
-    fake_plugins.add("ns", """
+""",
+    )
+    fake_plugins.add(
+        "ns",
+        """
 from biozoo.plugins import ComponentDecl, hookimpl
 @hookimpl
 def biozoo_components():
     return [ComponentDecl("other.thing", "head", "x:y")]
-""")
+""",
+    )
     statuses = _statuses()
     assert statuses["sig"].status == "broken" and "unexpected_argument" in statuses["sig"].reason
     assert statuses["ns"].status == "broken" and "outside the plugin's namespace" in statuses["ns"].reason
@@ -129,13 +141,16 @@ def test_two_plugins_claiming_one_model_id(fake_plugins: FakePlugins, tmp_path: 
     folder = write_model(tmp_path / "m")
     manifest = (folder / "manifest.yaml").read_text().replace("test/tiny", "core/tiny-transformer")
     (folder / "manifest.yaml").write_text(manifest)
-    fake_plugins.add("shadow", f"""
+    fake_plugins.add(
+        "shadow",
+        f"""
 from pathlib import Path
 from biozoo.plugins import hookimpl
 @hookimpl
 def biozoo_manifests():
     return [Path({str(folder)!r})]
-""")
+""",
+    )
     import biozoo
 
     row = next(r for r in biozoo.list_models() if r["id"] == "core/tiny-transformer")
@@ -168,9 +183,17 @@ def test_cli_survives_a_broken_plugin(fake_plugins: FakePlugins) -> None:
     fake_plugins.add("broken", "raise ImportError('this plugin is broken on purpose')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake_plugins.root), *sys.path])}
     for args in (["list"], ["plugins"], ["list", "--json"]):
-        proc = subprocess.run([sys.executable, "-m", "biozoo.cli.app", *args], env=env, capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "biozoo.cli.app", *args], env=env, capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, proc.stderr
-    assert "broken on purpose" in subprocess.run(
-        [sys.executable, "-m", "biozoo.cli.app", "plugins", "--json"], env=env, capture_output=True, text=True,
-        timeout=60).stdout
+    assert (
+        "broken on purpose"
+        in subprocess.run(
+            [sys.executable, "-m", "biozoo.cli.app", "plugins", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )

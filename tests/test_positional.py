@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
 from biozoo.components.ports import Port, Ports
 from biozoo.nn.positional import (
     ROPE_SCALING_TYPES,

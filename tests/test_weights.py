@@ -108,8 +108,10 @@ def test_sharded_weights_with_index(tmp_path: Path) -> None:
     manifest = tiny_manifest()
     state = random_state(manifest, seed=5)
     keys = sorted(state)
-    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
-              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    shards = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     files = []
     for name, names in shards.items():
         save_file({k: state[k] for k in names}, tmp_path / name)

@@ -13,33 +13,72 @@ K = ComponentKind
 @hookimpl
 def biozoo_components() -> list[ComponentDecl]:
     return [
-        ComponentDecl("core.sequence_classifier", K.ARCHITECTURE, "biozoo.models.sequence_classifier:SequenceClassifier",
-                      "token ids -> embedding -> positions -> encoder -> pooled classifier"),
-        ComponentDecl("core.token_embedding", K.ENCODER, "biozoo.nn.embedding:TokenEmbedding",
-                      "token ids -> hidden (nn.Embedding, optional LayerNorm)"),
-        ComponentDecl("core.transformer_encoder", K.ENCODER, "biozoo.nn.transformer:TransformerEncoder",
-                      "stack of pre- or post-norm transformer encoder layers"),
-        ComponentDecl("core.pooled_classifier", K.HEAD, "biozoo.nn.heads:PooledClassifier",
-                      "cls/mean/max pooling, then an MLP to class logits"),
-        ComponentDecl("core.no_positional", K.POSITIONAL_ENCODING, "biozoo.nn.positional:NoPositionalEncoding",
-                      "no position information (set-like inputs such as genes)"),
-        ComponentDecl("core.sinusoidal_positional", K.POSITIONAL_ENCODING,
-                      "biozoo.nn.positional:SinusoidalPositionalEncoding", "fixed sinusoidal table, added"),
-        ComponentDecl("core.learned_positional", K.POSITIONAL_ENCODING,
-                      "biozoo.nn.positional:LearnedPositionalEncoding", "learned table, added"),
-        ComponentDecl("core.rotary_positional", K.POSITIONAL_ENCODING,
-                      "biozoo.nn.positional:RotaryPositionalEncoding",
-                      "RoPE on queries and keys; linear, NTK-aware, dynamic and YaRN scaling"),
+        ComponentDecl(
+            "core.sequence_classifier",
+            K.ARCHITECTURE,
+            "biozoo.models.sequence_classifier:SequenceClassifier",
+            "token ids -> embedding -> positions -> encoder -> pooled classifier",
+        ),
+        ComponentDecl(
+            "core.token_embedding",
+            K.ENCODER,
+            "biozoo.nn.embedding:TokenEmbedding",
+            "token ids -> hidden (nn.Embedding, optional LayerNorm)",
+        ),
+        ComponentDecl(
+            "core.transformer_encoder",
+            K.ENCODER,
+            "biozoo.nn.transformer:TransformerEncoder",
+            "stack of pre- or post-norm transformer encoder layers",
+        ),
+        ComponentDecl(
+            "core.pooled_classifier",
+            K.HEAD,
+            "biozoo.nn.heads:PooledClassifier",
+            "cls/mean/max pooling, then an MLP to class logits",
+        ),
+        ComponentDecl(
+            "core.no_positional",
+            K.POSITIONAL_ENCODING,
+            "biozoo.nn.positional:NoPositionalEncoding",
+            "no position information (set-like inputs such as genes)",
+        ),
+        ComponentDecl(
+            "core.sinusoidal_positional",
+            K.POSITIONAL_ENCODING,
+            "biozoo.nn.positional:SinusoidalPositionalEncoding",
+            "fixed sinusoidal table, added",
+        ),
+        ComponentDecl(
+            "core.learned_positional",
+            K.POSITIONAL_ENCODING,
+            "biozoo.nn.positional:LearnedPositionalEncoding",
+            "learned table, added",
+        ),
+        ComponentDecl(
+            "core.rotary_positional",
+            K.POSITIONAL_ENCODING,
+            "biozoo.nn.positional:RotaryPositionalEncoding",
+            "RoPE on queries and keys; linear, NTK-aware, dynamic and YaRN scaling",
+        ),
     ]
 
 
 @hookimpl
 def biozoo_attention_processors() -> list[ProcessorDecl]:
     return [
-        ProcessorDecl("eager", "biozoo.attention.processors:EagerProcessor",
-                      "reference math; honours everything; returns weights", priority=0),
-        ProcessorDecl("sdpa", "biozoo.attention.processors:SdpaProcessor",
-                      "torch scaled_dot_product_attention (fused kernels)", priority=10),
+        ProcessorDecl(
+            "eager",
+            "biozoo.attention.processors:EagerProcessor",
+            "reference math; honours everything; returns weights",
+            priority=0,
+        ),
+        ProcessorDecl(
+            "sdpa",
+            "biozoo.attention.processors:SdpaProcessor",
+            "torch scaled_dot_product_attention (fused kernels)",
+            priority=10,
+        ),
     ]
 
 

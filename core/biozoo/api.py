@@ -62,7 +62,7 @@ def resolve(source: str | Path) -> tuple[LocatedManifest, str]:
     text = str(source)
     if text.startswith("hf://"):
         ref = hub.HubRef.parse(text)
-        located = hub.fetch_manifest(ref)
+        located = hub.fetch_model(ref)
         return located, f"{ref} (commit {hub.commit_of(located.folder) or '?'})"
     path = Path(text).expanduser()
     if path.exists():
@@ -123,6 +123,12 @@ def _weights_root(located: LocatedManifest) -> tuple[Path, str]:
     return folder, str(folder)
 
 
+def _trusted(folder: Path) -> Path | None:
+    from biozoo import hub
+
+    return hub.cache_repo_folder(folder / "x")
+
+
 def load(
     source: str | Path,
     *,
@@ -132,7 +138,6 @@ def load(
     verify_hashes: bool = True,
 ) -> nn.Module:
     """Assemble a model and load its weights; ``model.zoo_report`` says what happened."""
-    import torch
 
     from biozoo.assembly import assemble
     from biozoo.attention.selection import set_processor
@@ -159,7 +164,7 @@ def load(
         if verify_hashes:
             verify_file(path, WeightFile(path=item.path, sha256=item.sha256, size=item.size), memo)
         report.files[item.path] = f"{files_origin}" + (" (sha256 ok)" if verify_hashes else " (not verified)")
-    state = read_state_dict(shard_paths(folder, manifest.weights))
+    state = read_state_dict(shard_paths(folder, manifest.weights, _trusted(folder)))
     load_into(model, state, dtype=torch_dtype, device=device)
     model.eval()
     if processor:
@@ -179,7 +184,7 @@ def load(
 def _inside(folder: Path, relative: str) -> Path:
     from biozoo.manifest.io import resolve_inside
 
-    return resolve_inside(folder, relative)
+    return resolve_inside(folder, relative, _trusted(folder))
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -187,8 +192,15 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float64": torch.float64,
+    }
     try:
         return names[dtype]
     except KeyError:
@@ -223,7 +235,9 @@ def verify(source: str | Path, *, processor: str | None = None) -> list[OutputCh
     manifest = model.zoo_manifest
     vectors = manifest.test_vectors
     if vectors is None:
-        raise ManifestError(f"{manifest.id} has no test_vectors to verify", "add them to the manifest (docs/manifest.md)")
+        raise ManifestError(
+            f"{manifest.id} has no test_vectors to verify", "add them to the manifest (docs/manifest.md)"
+        )
     path = _inside(model.zoo_folder, vectors.file)
     verify_file(path, WeightFile(path=vectors.file, sha256=vectors.sha256))
     tensors = load_file(str(path))
@@ -256,8 +270,9 @@ def verify(source: str | Path, *, processor: str | None = None) -> list[OutputCh
         )
     failed = [c for c in checks if not c.ok]
     if failed:
-        detail = "; ".join(f"{c.name}: {c.mismatched} of {c.numel} elements disagree (max |diff| {c.max_abs_diff:.3g})"
-                           for c in failed)
+        detail = "; ".join(
+            f"{c.name}: {c.mismatched} of {c.numel} elements disagree (max |diff| {c.max_abs_diff:.3g})" for c in failed
+        )
         raise VerificationError(
             f"{manifest.id} does not reproduce its test vectors: {detail}",
             f"tolerance is atol={tol.atol}, rtol={tol.rtol}; check the weights and the installed plugin versions",

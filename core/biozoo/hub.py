@@ -75,7 +75,9 @@ def _translate(ref: HubRef, what: str) -> Iterator[None]:
             "after that it works offline" + ("" if ref.pinned else "; pin a commit (@<40 hex>) for offline use"),
         ) from exc
     except errors.EntryNotFoundError:
-        raise HubError(f"{ref} has no file {what!r}", "is this a biozoo model repository? it needs manifest.yaml") from None
+        raise HubError(
+            f"{ref} has no file {what!r}", "is this a biozoo model repository? it needs manifest.yaml"
+        ) from None
     except errors.HfHubHTTPError as exc:
         raise HubError(f"the Hub at {endpoint()} answered with an error for {ref}: {exc}") from None
     except OSError as exc:  # connection refused, DNS, timeouts surfaced as OSError subclasses
@@ -89,16 +91,58 @@ def _offline() -> bool:
 
 
 def download(ref: HubRef, filename: str) -> Path:
-    """One file of ``ref`` into the Hub cache (served from the cache when offline or pinned and present)."""
-    from huggingface_hub import hf_hub_download
+    """One file of ``ref`` into the Hub cache.
 
+    A pinned commit already in the cache is served without any network call.
+    Otherwise, if the Hub cannot even be connected to, fail at once with a clear
+    message instead of the client's ~20 s of retries.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if ref.pinned:
+        try:
+            return Path(hf_hub_download(ref.repo_id, filename, revision=ref.revision, local_files_only=True))
+        except LocalEntryNotFoundError:
+            pass
+    if not _offline():
+        problem = unreachable(endpoint())
+        if problem:
+            try:  # a cached copy of an unpinned revision is still better than nothing
+                return Path(hf_hub_download(ref.repo_id, filename, revision=ref.revision, local_files_only=True))
+            except LocalEntryNotFoundError:
+                raise HubError(
+                    f"cannot reach {endpoint()} ({problem}) and there is no cached copy of {filename} from {ref}",
+                    "connect to the network (or set HF_ENDPOINT to a reachable mirror) and run the command again "
+                    "once; after that it works offline",
+                ) from None
     with _translate(ref, filename):
         return Path(hf_hub_download(ref.repo_id, filename, revision=ref.revision))
 
 
-def fetch_manifest(ref: HubRef) -> LocatedManifest:
-    """Download a published model's manifest; its folder is the cached snapshot of the commit."""
-    return read_manifest(download(ref, MANIFEST_NAME))
+def unreachable(url: str, timeout: float = 5.0) -> str | None:
+    """Why a TCP connection to the Hub's host fails, or None if it connects."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+def fetch_model(ref: HubRef) -> LocatedManifest:
+    """Download a published model: its manifest, then every file it names, all from one commit."""
+    path = download(ref, MANIFEST_NAME)
+    located = read_manifest(path, trusted_root=cache_repo_folder(path))
+    commit = commit_of(located.folder)
+    names = named_files(located.manifest)
+    if names:
+        fetch_files(HubRef(ref.repo_id, commit or ref.revision), names)
+    return located
 
 
 def fetch_files(ref: HubRef, filenames: list[str]) -> Path:
@@ -114,9 +158,17 @@ def fetch_files(ref: HubRef, filenames: list[str]) -> Path:
     return folder
 
 
+def cache_repo_folder(path: Path) -> Path | None:
+    """``models--org--name`` for a file inside a Hub cache snapshot (its links point into ``blobs/``)."""
+    parts = path.absolute().parts
+    if "snapshots" in parts:
+        return Path(*parts[: parts.index("snapshots")])
+    return None
+
+
 def commit_of(folder: Path) -> str | None:
     """The commit a cached snapshot folder belongs to (``.../snapshots/<sha>/``)."""
-    parts = folder.resolve().parts
+    parts = folder.absolute().parts
     if "snapshots" in parts:
         candidate = parts[parts.index("snapshots") + 1]
         return candidate if COMMIT_RE.match(candidate) else None
@@ -126,8 +178,21 @@ def commit_of(folder: Path) -> str | None:
 # -- publishing --------------------------------------------------------------------------------------------------
 
 
+def named_files(manifest: Manifest) -> list[str]:
+    """Every file a manifest names relative to its folder (weights only when they are local)."""
+    names = []
+    if manifest.weights is not None and not manifest.weights.source.startswith("hf://"):
+        prefix = "" if manifest.weights.source == "." else manifest.weights.source.rstrip("/") + "/"
+        names += [prefix + f.path for f in manifest.weights.files]
+    if manifest.test_vectors:
+        names.append(manifest.test_vectors.file)
+    if manifest.preprocessing:
+        names += list(manifest.preprocessing.files.values())
+    return sorted(set(names))
+
+
 def files_to_publish(located: LocatedManifest) -> list[str]:
-    """Every file the manifest names, relative to its folder (the weights must be local)."""
+    """Every file the manifest names; the weights must be in the folder, not on the Hub."""
     manifest = located.manifest
     if manifest.weights is None:
         raise ManifestError("the manifest has no weights to publish", "convert the model first (`zoo convert`)")
@@ -136,13 +201,7 @@ def files_to_publish(located: LocatedManifest) -> list[str]:
             "the manifest's weights point at the Hub, not at this folder",
             "set weights.source to '.' and put the files next to manifest.yaml",
         )
-    prefix = "" if manifest.weights.source == "." else manifest.weights.source.rstrip("/") + "/"
-    names = [prefix + f.path for f in manifest.weights.files]
-    if manifest.test_vectors:
-        names.append(manifest.test_vectors.file)
-    if manifest.preprocessing:
-        names += list(manifest.preprocessing.files.values())
-    return sorted(set(names))
+    return named_files(manifest)
 
 
 def model_card(manifest: Manifest) -> str:
@@ -186,8 +245,9 @@ def _hub_license(spdx: str) -> str:
     return spdx.lower() if re.match(r"^[A-Za-z0-9.\-]+$", spdx) else "other"
 
 
-def publish(folder: Path | str, repo_id: str, *, revision: str | None = None, private: bool = False,
-            message: str | None = None) -> str:
+def publish(
+    folder: Path | str, repo_id: str, *, revision: str | None = None, private: bool = False, message: str | None = None
+) -> str:
     """Upload a model folder (manifest, files it names, a generated card); returns the commit id."""
     from huggingface_hub import CommitOperationAdd, HfApi
 

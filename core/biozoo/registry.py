@@ -16,7 +16,14 @@ from typing import Any, Generic, TypeVar
 
 from biozoo.errors import DuplicateNameError, PluginError, UnknownNameError
 from biozoo.manifest.io import MANIFEST_NAME, LocatedManifest, read_manifest, read_raw
-from biozoo.plugins.declarations import ComponentDecl, ComponentKind, ConverterDecl, ProcessorDecl, TaskDecl, resolve_target
+from biozoo.plugins.declarations import (
+    ComponentDecl,
+    ComponentKind,
+    ConverterDecl,
+    ProcessorDecl,
+    TaskDecl,
+    resolve_target,
+)
 from biozoo.plugins.loader import PluginStatus, discover, strict_mode
 
 T = TypeVar("T")
@@ -162,7 +169,9 @@ class Registry:
             close = difflib.get_close_matches(model_id, self.models.names(), n=3)
             raise UnknownNameError(
                 f"no model named {model_id!r}",
-                f"did you mean {', '.join(close)}?" if close else "`zoo list` shows every model; a path or hf://ORG/NAME@REV also works",
+                f"did you mean {', '.join(close)}?"
+                if close
+                else "`zoo list` shows every model; a path or hf://ORG/NAME@REV also works",
             )
         return claim.value
 

@@ -56,7 +56,9 @@ def diff_keys(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     misshaped = sorted(
-        (k, tuple(expected[k]), tuple(found[k])) for k in set(expected) & set(found) if tuple(expected[k]) != tuple(found[k])
+        (k, tuple(expected[k]), tuple(found[k]))
+        for k in set(expected) & set(found)
+        if tuple(expected[k]) != tuple(found[k])
     )
     return KeyDiff(missing, unexpected, misshaped)
 
@@ -82,7 +84,7 @@ def verify_file(path: Path, expected: WeightFile, memo: HashMemo | None = None) 
     memo.remember(path, actual)
 
 
-def _open(path: Path):  # noqa: ANN202 - safetensors handle
+def _open(path: Path):
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -92,15 +94,17 @@ def _open(path: Path):  # noqa: ANN202 - safetensors handle
         ) from None
 
 
-def shard_paths(folder: Path, spec: WeightsSpec) -> list[Path]:
+def shard_paths(folder: Path, spec: WeightsSpec, trusted_root: Path | None = None) -> list[Path]:
     """The safetensors files to read: the listed ones, or the shards named by the index."""
     if spec.index is None:
-        return [resolve_inside(folder, f.path) for f in spec.files]
-    index_path = resolve_inside(folder, spec.index)
+        return [resolve_inside(folder, f.path, trusted_root) for f in spec.files]
+    index_path = resolve_inside(folder, spec.index, trusted_root)
     try:
         weight_map = json.loads(index_path.read_text())["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"shard index {spec.index} is unreadable: {exc}", "it must be JSON with a 'weight_map'") from None
+        raise WeightsError(
+            f"shard index {spec.index} is unreadable: {exc}", "it must be JSON with a 'weight_map'"
+        ) from None
     listed = {f.path for f in spec.files}
     shards = sorted(set(weight_map.values()))
     unlisted = [s for s in shards if s not in listed]
@@ -109,7 +113,7 @@ def shard_paths(folder: Path, spec: WeightsSpec) -> list[Path]:
             f"shard index names files the manifest does not list (so no sha256): {', '.join(unlisted)}",
             "add each shard with its sha256 to weights.files",
         )
-    return [resolve_inside(folder, s) for s in shards]
+    return [resolve_inside(folder, s, trusted_root) for s in shards]
 
 
 def read_state_dict(files: Iterable[Path]) -> dict[str, torch.Tensor]:
@@ -146,7 +150,8 @@ def load_into(
     if not diff.ok:
         raise WeightsError(
             "the weights do not match the model the manifest describes:\n" + diff.render(),
-            "check the manifest's component configs against the checkpoint; for a reference checkpoint use `zoo convert`",
+            "check the manifest's component configs against the checkpoint; "
+            "for a reference checkpoint use `zoo convert`",
         )
     if dtype is not None or device is not None:
         target_device = torch.device(device) if device is not None else None

@@ -139,16 +139,15 @@ def set_processor(model: Any, name: str | None, where: Where = None) -> list[str
         _registry().processor(name)
     matched = []
     for path, module in attention_modules(model):
-        if where is None or (
-            fnmatch.fnmatchcase(path, where) if isinstance(where, str) else bool(where(path, module))
-        ):
+        if where is None or (fnmatch.fnmatchcase(path, where) if isinstance(where, str) else bool(where(path, module))):
             module.processor_name = None if name == AUTO else name
             matched.append(path)
     if not matched:
         paths = [p for p, _ in attention_modules(model)]
         raise AttentionError(
             f"no attention module matches {where!r}",
-            f"attention modules are: {', '.join(paths[:8])}{' ...' if len(paths) > 8 else ''}" if paths
+            f"attention modules are: {', '.join(paths[:8])}{' ...' if len(paths) > 8 else ''}"
+            if paths
             else "this model has no attention modules",
         )
     return matched

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,7 +35,7 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     models = "models"
     components = "components"
     plugins = "plugins"
@@ -208,8 +208,9 @@ def cache_ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     table = Table("repository", "commits", "size", "biozoo model", "path")
     for row in rows:
-        table.add_row(row["repo"], ", ".join(c[:10] for c in row["commits"]), row["size"], _yes(row["biozoo"]),
-                      row["path"])
+        table.add_row(
+            row["repo"], ", ".join(c[:10] for c in row["commits"]), row["size"], _yes(row["biozoo"]), row["path"]
+        )
     out.print(table)
 
 

@@ -14,6 +14,7 @@ from biozoo.errors import ManifestError
 from biozoo.manifest.schema import Manifest, check_relative_path
 
 MANIFEST_NAME = "manifest.yaml"
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster; both build no objects
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,10 @@ class LocatedManifest:
     manifest: Manifest
     folder: Path
     path: Path
+    trusted_root: Path | None = None  # links may point here too (the Hub cache's blobs/ beside snapshots/)
 
     def file(self, relative: str) -> Path:
-        return resolve_inside(self.folder, relative)
+        return resolve_inside(self.folder, relative, self.trusted_root)
 
 
 def _format_errors(exc: ValidationError, where: str) -> str:
@@ -46,10 +48,12 @@ def parse_manifest(data: Any, where: str = "") -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(_format_errors(exc, where), "fix the fields above; docs/manifest.md lists them all") from None
+        raise ManifestError(
+            _format_errors(exc, where), "fix the fields above; docs/manifest.md lists them all"
+        ) from None
 
 
-def read_manifest(path: Path | str) -> LocatedManifest:
+def read_manifest(path: Path | str, trusted_root: Path | None = None) -> LocatedManifest:
     """Read ``manifest.yaml`` (or a folder holding one) and validate it."""
     path = Path(path)
     if path.is_dir():
@@ -57,37 +61,42 @@ def read_manifest(path: Path | str) -> LocatedManifest:
     if not path.is_file():
         raise ManifestError(f"no manifest at {path}", f"a model folder must contain {MANIFEST_NAME}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path} is not valid YAML: {exc}", "check indentation and quoting") from None
     except UnicodeDecodeError:
         raise ManifestError(f"{path} is not UTF-8 text", "is this really a manifest?") from None
-    return LocatedManifest(parse_manifest(data, str(path)), path.parent.resolve(), path)
+    return LocatedManifest(parse_manifest(data, str(path)), path.parent.absolute(), path, trusted_root)
 
 
 def read_raw(path: Path) -> dict[str, Any]:
     """Parse a manifest without validating it: what ``zoo list`` needs, fast."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         return {"_error": f"{type(exc).__name__}: {exc}"}
     return data if isinstance(data, dict) else {"_error": "not a mapping"}
 
 
-def resolve_inside(folder: Path, relative: str) -> Path:
-    """Join a manifest-relative path, refusing anything (symlinks too) outside ``folder``."""
+def resolve_inside(folder: Path, relative: str, trusted_root: Path | None = None) -> Path:
+    """Join a manifest-relative path, refusing anything outside ``folder``.
+
+    Symbolic links are followed and must land inside ``folder`` or, when given,
+    ``trusted_root`` (the Hub cache links ``snapshots/<commit>/f`` to ``blobs/<etag>``).
+    """
     try:
         check_relative_path(relative)
     except ValueError as exc:
         raise ManifestError(str(exc), "file names in a manifest must stay inside the model folder") from None
-    root = folder.resolve()
-    target = (root / relative).resolve()
-    if target != root and root not in target.parents:
+    joined = folder / relative
+    target = joined.resolve()
+    roots = [folder.resolve()] + ([trusted_root.resolve()] if trusted_root else [])
+    if not any(target == root or root in target.parents for root in roots):
         raise ManifestError(
-            f"{relative!r} resolves to {target}, outside the model folder {root}",
+            f"{relative!r} resolves to {target}, outside the model folder {roots[0]}",
             "file names in a manifest must stay inside the model folder (no links pointing out)",
         )
-    return target
+    return joined
 
 
 def write_manifest(manifest: Manifest, folder: Path) -> Path:

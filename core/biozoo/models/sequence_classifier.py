@@ -24,7 +24,7 @@ class SequenceClassifier(Architecture):
         "head": Slot(ComponentKind.HEAD, description="hidden -> logits"),
     }
 
-    def __init__(self, *, embedding, encoder, head, positional=None, token_meaning: str = "token-ids") -> None:  # noqa: ANN001
+    def __init__(self, *, embedding, encoder, head, positional=None, token_meaning: str = "token-ids") -> None:
         super().__init__()
         self.token_meaning = token_meaning
         self.embedding, self.positional, self.encoder, self.head = embedding, positional, encoder, head

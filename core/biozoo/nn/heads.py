@@ -45,7 +45,12 @@ class PooledClassifier(Component):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
-        self.d_model, self.num_classes, self.pooling, self.embedding_meaning = d_model, num_classes, pooling, embedding_meaning
+        self.d_model, self.num_classes, self.pooling, self.embedding_meaning = (
+            d_model,
+            num_classes,
+            pooling,
+            embedding_meaning,
+        )
         layers: list[nn.Module] = []
         for _ in range(hidden_layers):
             layers += [nn.Linear(d_model, d_model), nn.ReLU(), nn.LayerNorm(d_model), nn.Dropout(dropout)]

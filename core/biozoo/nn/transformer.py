@@ -138,8 +138,14 @@ class TransformerDecoderLayer(_FeedForward):
             d_model, nhead, num_kv_heads=num_kv_heads, bias=bias, dropout=dropout, qk_norm=qk_norm
         )
         self.multihead_attn = MultiHeadAttention(
-            d_model, nhead, num_kv_heads=num_kv_heads, bias=bias, dropout=dropout, qk_norm=qk_norm,
-            kdim=memory_dim, vdim=memory_dim,
+            d_model,
+            nhead,
+            num_kv_heads=num_kv_heads,
+            bias=bias,
+            dropout=dropout,
+            qk_norm=qk_norm,
+            kdim=memory_dim,
+            vdim=memory_dim,
         )
         self._init_ff(d_model, dim_feedforward, dropout, activation, bias)
         self.norm1 = make_norm(norm, d_model, layer_norm_eps)

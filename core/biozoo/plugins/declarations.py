@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z0-9][a-z0-9_\-]*$")
 _TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
-class ComponentKind(str, Enum):
+class ComponentKind(StrEnum):
     """What role a component plays; assembly checks a slot gets the right kind."""
 
     ARCHITECTURE = "architecture"
@@ -126,7 +126,7 @@ def resolve_target(target: str) -> Any:
         obj: Any = importlib.import_module(module_name)
         for part in attr_path.split("."):
             obj = getattr(obj, part)
-    except Exception as exc:  # noqa: BLE001 - any failure while importing plugin code is the plugin's
+    except Exception as exc:
         raise PluginError(
             f"cannot import {target!r}: {type(exc).__name__}: {exc}",
             "the plugin that declares it is broken or out of date; reinstall it (see `zoo plugins`)",

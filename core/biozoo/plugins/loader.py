@@ -145,7 +145,7 @@ def load_module_plugin(pm: pluggy.PluginManager, module: ModuleType | object, st
     try:
         pm.register(module, name=status.name)
         status.spec = _call_hooks(pm, module, status.name)
-    except Exception as exc:  # noqa: BLE001 - quarantine anything a plugin does
+    except Exception as exc:
         if pm.is_registered(module):
             pm.unregister(module)
         status.status, status.reason = BROKEN, _describe(exc)
@@ -170,7 +170,9 @@ def discover() -> list[PluginStatus]:
         load_module_plugin(
             pm,
             _core_plugin,
-            PluginStatus(name="core", distribution=CORE_DISTRIBUTION, version=CORE_VERSION, core_range=f"=={CORE_VERSION}"),
+            PluginStatus(
+                name="core", distribution=CORE_DISTRIBUTION, version=CORE_VERSION, core_range=f"=={CORE_VERSION}"
+            ),
         )
     ]
     allow, deny = _env_list("BIOZOO_PLUGINS"), _env_list("BIOZOO_DISABLE_PLUGINS") or set()
@@ -200,7 +202,7 @@ def discover() -> list[PluginStatus]:
             continue
         try:
             module = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must never break the tool
+        except Exception as exc:
             status.status, status.reason = BROKEN, _describe(exc)
             if strict_mode():
                 raise PluginError(f"plugin {ep.name!r} failed to import: {status.reason}") from exc
@@ -209,7 +211,7 @@ def discover() -> list[PluginStatus]:
     return statuses
 
 
-def _specifier(text: str):  # noqa: ANN202 - packaging type, kept local to keep imports light
+def _specifier(text: str):
     from packaging.specifiers import SpecifierSet
 
     return SpecifierSet(text, prereleases=True)

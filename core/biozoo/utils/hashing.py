@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -55,7 +56,5 @@ class HashMemo:
     def remember(self, path: Path, sha256: str) -> None:
         data = self._load()
         data[str(path.resolve())] = {"sha256": sha256, "sig": _signature(path)}
-        try:
+        with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash next time
             atomic_write_text(self.path, json.dumps(data))
-        except OSError:
-            pass  # a read-only cache only costs a re-hash next time
