@@ -1,6 +1,4 @@
-"""Manifests: the schema (``schema``) and reading/writing them safely (``io``)."""
+"""Manifests: the schema (``schema``), path rules (``paths``), reading and writing them safely (``io``).
 
-from biozoo.manifest.io import LocatedManifest, parse_manifest, read_manifest, write_manifest
-from biozoo.manifest.schema import Manifest
-
-__all__ = ["LocatedManifest", "Manifest", "parse_manifest", "read_manifest", "write_manifest"]
+Nothing is re-exported here so that ``zoo list`` can read manifests without importing pydantic.
+"""

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
 
 from biozoo.errors import ManifestError
-from biozoo.manifest.schema import Manifest, check_relative_path
+from biozoo.manifest.paths import check_relative_path
+
+if TYPE_CHECKING:
+    from biozoo.manifest.schema import Manifest
 
 MANIFEST_NAME = "manifest.yaml"
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster; both build no objects
@@ -30,7 +32,7 @@ class LocatedManifest:
         return resolve_inside(self.folder, relative, self.trusted_root)
 
 
-def _format_errors(exc: ValidationError, where: str) -> str:
+def _format_errors(exc: Any, where: str) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -45,6 +47,10 @@ def parse_manifest(data: Any, where: str = "") -> Manifest:
             f"manifest {where} must be a mapping at the top level, got {type(data).__name__}",
             "see docs/manifest.md for the format",
         )
+    from pydantic import ValidationError
+
+    from biozoo.manifest.schema import Manifest
+
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
@@ -111,4 +117,6 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
 
 def json_schema() -> str:
     """The manifest's JSON Schema, exported into the docs."""
+    from biozoo.manifest.schema import Manifest
+
     return json.dumps(Manifest.model_json_schema(), indent=2, sort_keys=True) + "\n"

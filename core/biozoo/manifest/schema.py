@@ -10,30 +10,17 @@ folder.
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+
+from biozoo.manifest.paths import check_relative_path
 
 FORMAT_VERSION = 1
 MODEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*/[a-z0-9][a-z0-9_.\-]*$")
 COMPONENT_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z0-9][a-z0-9_\-]*$")
 HF_SOURCE_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*)(?:@(?P<revision>[\w.\-/]+))?$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-
-
-def check_relative_path(value: str) -> str:
-    """Refuse any file name that could escape the model folder."""
-    if not value or value.strip() != value:
-        raise ValueError("must be a non-empty relative path without surrounding spaces")
-    if "\\" in value or "\x00" in value:
-        raise ValueError(f"{value!r} contains a backslash or NUL; use '/' separated relative paths")
-    path = PurePosixPath(value)
-    if path.is_absolute() or re.match(r"^[A-Za-z]:", value):
-        raise ValueError(f"{value!r} is absolute; paths must be relative to the model folder")
-    if any(part == ".." for part in path.parts):
-        raise ValueError(f"{value!r} contains '..' and would escape the model folder")
-    return value
 
 
 RelativePath = Annotated[str, AfterValidator(check_relative_path)]

@@ -21,9 +21,6 @@ from types import ModuleType
 from typing import Any
 
 import pluggy
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.version import Version
-
 from biozoo._version import __version__ as CORE_VERSION
 from biozoo.errors import PluginError
 from biozoo.plugins import hookspecs
@@ -76,6 +73,8 @@ def core_range_of(dist: metadata.Distribution | None) -> str:
     """The range of core versions a plugin supports: its ``Requires-Dist: biozoo``."""
     if dist is None:
         return ""
+    from packaging.requirements import InvalidRequirement, Requirement  # only when plugins exist: keeps listing fast
+
     for raw in dist.requires or ():
         try:
             req = Requirement(raw)
@@ -191,7 +190,7 @@ def discover() -> list[PluginStatus]:
         if (allow is not None and ep.name not in allow) or ep.name in deny:
             status.status, status.reason = DISABLED, "disabled by BIOZOO_PLUGINS / BIOZOO_DISABLE_PLUGINS"
             continue
-        if status.core_range and Version(CORE_VERSION) not in _specifier(status.core_range):
+        if status.core_range and not _supports(status.core_range):
             status.status = INCOMPATIBLE
             status.reason = (
                 f"supports biozoo{status.core_range}, this is biozoo {CORE_VERSION}; "
