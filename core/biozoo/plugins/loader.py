@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 import pluggy
+
 from biozoo._version import __version__ as CORE_VERSION
 from biozoo.errors import PluginError
 from biozoo.plugins import hookspecs
@@ -210,7 +211,8 @@ def discover() -> list[PluginStatus]:
     return statuses
 
 
-def _specifier(text: str):
+def _supports(core_range: str) -> bool:
     from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
 
-    return SpecifierSet(text, prereleases=True)
+    return Version(CORE_VERSION) in SpecifierSet(core_range, prereleases=True)
