@@ -159,9 +159,38 @@ def load_into(
             k: v.to(device=target_device, dtype=dtype if (dtype is not None and v.is_floating_point()) else None)
             for k, v in state.items()
         }
-    model.load_state_dict(state, strict=True, assign=True)
+    if _plain_modules(model):
+        _assign(model, state)
+    else:
+        model.load_state_dict(state, strict=True, assign=True)
     materialize_non_persistent(model, device or "cpu")
     return model
+
+
+def _plain_modules(model: nn.Module) -> bool:
+    """True when no module customises state-dict loading, so tensors can be assigned directly."""
+    for module in model.modules():
+        if module._load_state_dict_pre_hooks or module._load_state_dict_post_hooks:
+            return False
+        if type(module)._load_from_state_dict is not nn.Module._load_from_state_dict:
+            return False
+    return True
+
+
+def _assign(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """What ``load_state_dict(assign=True)`` does for plain modules, without its per-module machinery.
+
+    Keys and shapes were already checked to match exactly.
+    """
+    modules = dict(model.named_modules())
+    for key, tensor in state.items():
+        owner, _, name = key.rpartition(".")
+        module = modules[owner]
+        if name in module._parameters:
+            old = module._parameters[name]
+            module._parameters[name] = nn.Parameter(tensor, requires_grad=old.requires_grad)
+        else:
+            module._buffers[name] = tensor
 
 
 def materialize_non_persistent(model: nn.Module, device: str | torch.device) -> None:
