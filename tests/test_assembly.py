@@ -97,7 +97,7 @@ def test_cpu_assembly_initialises_real_values() -> None:
 def test_attention_settings_from_manifest_apply_per_module() -> None:
     data = tiny_manifest(attention={"processor": "eager", "overrides": {"encoder.layers.0.*": "sdpa"}})
     model = assemble(parse_manifest(data))
-    assert model.encoder.layers[0].self_attn.processor_name == "sdpa"
+    assert model.encoder.layers[0].self_attn.default_processor_name == "sdpa"
     bad = tiny_manifest(attention={"processor": "warp-drive"})
     with pytest.raises(AssemblyError, match="attention: no attention processor named 'warp-drive'"):
         assemble(parse_manifest(bad))

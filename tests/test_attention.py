@@ -330,3 +330,42 @@ def test_gqa_and_qk_norm_module() -> None:
         set_processor(mha, name)
         outs.append(mha(x, is_causal=True)[0])
     torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-5)
+
+
+def test_module_setting_beats_model_setting_regardless_of_order() -> None:
+    model = _model()
+    set_processor(model, "eager", where="0.*")
+    set_processor(model, "sdpa")  # model-wide, later: must not erase the module's own setting
+    _run(model)
+    assert {r["module"]: r["ran"] for r in explain(model)} == {"0.self_attn": "eager", "1.self_attn": "sdpa"}
+
+
+def test_manifest_default_yields_to_context_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model()
+    set_processor(model, "eager", level="manifest")
+    _run(model)
+    assert explain(model)[0]["requested"] == "eager (the model's manifest)"
+    with use_processor("sdpa"):
+        _run(model)
+        assert explain(model)[0]["ran"] == "sdpa"
+    monkeypatch.setenv("BIOZOO_ATTENTION", "sdpa")
+    _run(model)
+    assert explain(model)[0]["ran"] == "sdpa"
+
+
+def test_a_broken_plugin_processor_does_not_break_auto(fake_plugins) -> None:
+    fake_plugins.add(
+        "badkernel",
+        """
+from biozoo.plugins import ProcessorDecl, hookimpl
+@hookimpl
+def biozoo_attention_processors():
+    return [ProcessorDecl("badkernel", "no_such_module_anywhere:Kernel", priority=100)]
+""",
+    )
+    from biozoo.registry import get_registry
+
+    model = _model()
+    _run(model)
+    assert explain(model)[0]["ran"] == "sdpa"
+    assert "badkernel" in get_registry().processor_problems

@@ -55,20 +55,27 @@ def list_models(pattern: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def resolve(source: str | Path) -> tuple[LocatedManifest, str]:
-    """A registry id, a local model folder / manifest, or ``hf://ORG/NAME@REV`` -> (manifest, origin)."""
+def resolve(source: str | Path, *, fetch_files: bool = True) -> tuple[LocatedManifest, str]:
+    """A registry id, a local model folder / manifest, or ``hf://ORG/NAME@REV`` -> (manifest, origin).
+
+    A registered id wins over a folder of the same relative name; write ``./org/name`` for the folder.
+    With ``fetch_files=False`` a Hub model's manifest is fetched but not the files it names.
+    """
     from biozoo import hub
 
     text = str(source)
     if text.startswith("hf://"):
         ref = hub.HubRef.parse(text)
-        located = hub.fetch_model(ref)
+        located = hub.fetch_model(ref, files=fetch_files)
         return located, f"{ref} (commit {hub.commit_of(located.folder) or '?'})"
+    registry = get_registry()
+    if isinstance(source, str) and text in registry.models.claims:
+        return registry.manifest(text), f"registry id {text}"
     path = Path(text).expanduser()
     if path.exists():
         return read_manifest(path), f"local folder {path.resolve() if path.is_dir() else path.resolve().parent}"
     if "/" in text and not text.startswith((".", "/")) and text.count("/") == 1:
-        return get_registry().manifest(text), f"registry id {text}"
+        return registry.manifest(text), f"registry id {text}"
     raise ManifestError(
         f"{text!r} is neither a registered model id, an existing path, nor hf://ORG/NAME@REV",
         "`zoo list` shows the registered models",
@@ -77,7 +84,7 @@ def resolve(source: str | Path) -> tuple[LocatedManifest, str]:
 
 def info(source: str | Path) -> dict[str, Any]:
     """The validated manifest plus availability; no torch, no downloads of weights."""
-    located, origin = resolve(source)
+    located, origin = resolve(source, fetch_files=False)
     registry = get_registry()
     manifest = located.manifest
     problems = [p for p in (registry.plugin_problem(n) for n in sorted(manifest.plugins)) if p]
@@ -115,9 +122,7 @@ def _weights_root(located: LocatedManifest) -> tuple[Path, str]:
     assert spec is not None
     if spec.source.startswith("hf://"):
         ref = hub.HubRef.parse(spec.source)
-        names = [f.path for f in spec.files]
-        extra = [located.manifest.test_vectors.file] if located.manifest.test_vectors else []
-        folder = hub.fetch_files(ref, names + extra)
+        folder = hub.fetch_files(ref, [f.path for f in spec.files])
         return folder, f"{ref} (commit {hub.commit_of(folder) or '?'})"
     folder = located.file(spec.source) if spec.source != "." else located.folder
     return folder, str(folder)
@@ -231,14 +236,15 @@ def verify(source: str | Path, *, processor: str | None = None) -> list[OutputCh
     from biozoo.manifest.schema import WeightFile
     from biozoo.weights import verify_file
 
-    model = load(source, processor=processor)
-    manifest = model.zoo_manifest
-    vectors = manifest.test_vectors
+    located, _ = resolve(source)
+    vectors = located.manifest.test_vectors
     if vectors is None:
         raise ManifestError(
-            f"{manifest.id} has no test_vectors to verify", "add them to the manifest (docs/manifest.md)"
+            f"{located.manifest.id} has no test_vectors to verify", "add them to the manifest (docs/manifest.md)"
         )
-    path = _inside(model.zoo_folder, vectors.file)
+    model = load(source, processor=processor)
+    manifest = model.zoo_manifest
+    path = located.file(vectors.file)
     verify_file(path, WeightFile(path=vectors.file, sha256=vectors.sha256))
     tensors = load_file(str(path))
     inputs = {k.removeprefix("input."): v for k, v in tensors.items() if k.startswith("input.")}
@@ -258,7 +264,7 @@ def verify(source: str | Path, *, processor: str | None = None) -> list[OutputCh
         want64 = want.to(torch.float64)
         if got.shape != want64.shape:
             raise VerificationError(f"output {name!r} has shape {list(got.shape)}, expected {list(want64.shape)}")
-        bad = (got - want64).abs() > tol.atol + tol.rtol * want64.abs()
+        bad = ~((got - want64).abs() <= tol.atol + tol.rtol * want64.abs())  # NaN anywhere counts as a mismatch
         checks.append(
             OutputCheck(
                 name,

@@ -70,6 +70,7 @@ def build_component(
 def check_ports(model: Architecture, parts: dict[str, nn.Module]) -> None:
     """Walk slots in data-flow order; each component's inputs must be offered upstream."""
     available: dict[str, tuple[str, Port]] = {p.meaning: ("the model input", p) for p in model.model_inputs()}
+    available.update({p.meaning: ("the architecture", p) for p in model.derived_ports()})
     problems: list[str] = []
     for slot, part in parts.items():
         ports = part.ports() if hasattr(part, "ports") else None
@@ -120,8 +121,8 @@ def apply_attention_settings(model: nn.Module, manifest: Manifest) -> None:
     settings = manifest.attention
     try:
         if settings.processor != "auto":
-            set_processor(model, settings.processor)
+            set_processor(model, settings.processor, level="manifest")
         for pattern, name in settings.overrides.items():
-            set_processor(model, name, where=pattern)
+            set_processor(model, name, where=pattern, level="manifest")
     except BiozooError as exc:
         raise AssemblyError(f"attention: {exc.message}", exc.hint) from None

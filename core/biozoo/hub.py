@@ -134,12 +134,12 @@ def unreachable(url: str, timeout: float = 5.0) -> str | None:
         return f"{type(exc).__name__}: {exc.strerror or exc}"
 
 
-def fetch_model(ref: HubRef) -> LocatedManifest:
-    """Download a published model: its manifest, then every file it names, all from one commit."""
+def fetch_model(ref: HubRef, files: bool = True) -> LocatedManifest:
+    """Download a published model: its manifest, then (``files``) every file it names, all from one commit."""
     path = download(ref, MANIFEST_NAME)
     located = read_manifest(path, trusted_root=cache_repo_folder(path))
     commit = commit_of(located.folder)
-    names = named_files(located.manifest)
+    names = named_files(located.manifest) if files else []
     if names:
         fetch_files(HubRef(ref.repo_id, commit or ref.revision), names)
     return located

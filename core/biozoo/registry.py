@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from biozoo.errors import DuplicateNameError, PluginError, UnknownNameError
+from biozoo.errors import BiozooError, DuplicateNameError, PluginError, UnknownNameError
 from biozoo.manifest.io import MANIFEST_NAME, LocatedManifest, read_manifest, read_raw
 from biozoo.plugins.declarations import (
     ComponentDecl,
@@ -115,6 +115,8 @@ class Registry:
                 first.status, first.reason, first.spec = "broken", reason, None
                 self._drop(first.name)
                 self.plugins[f"{status.name} ({status.distribution})"] = status
+                if strict_mode():
+                    raise PluginError(reason, "uninstall one of the two distributions")
                 continue
             self.plugins[status.name] = status
             if status.spec is not None:
@@ -176,6 +178,8 @@ class Registry:
         return claim.value
 
     def available(self, entry: ModelEntry) -> tuple[bool, str]:
+        if "_error" in entry.raw or entry.id.startswith("(invalid)"):
+            return False, f"unreadable manifest {entry.path}: {entry.raw.get('_error', 'no id')}"
         for plugin in sorted(entry.needs_plugins):
             problem = self.plugin_problem(plugin)
             if problem:
@@ -237,11 +241,17 @@ class Registry:
         return self._processors[name]
 
     def processors_by_priority(self) -> list[Any]:
+        """Processors ``auto`` may choose from, best first; ones that fail to import are left out (and noted)."""
         if not hasattr(self, "_by_priority"):
-            usable = []
+            usable, self.processor_problems = [], {}
             for name, claims in self.processor_decls.claims.items():
-                if len(claims) == 1:
+                if len(claims) != 1:
+                    self.processor_problems[name] = "claimed by " + " and ".join(c.plugin for c in claims)
+                    continue
+                try:
                     usable.append(self.processor(name))
+                except BiozooError as exc:
+                    self.processor_problems[name] = exc.message
             self._by_priority = sorted(usable, key=lambda p: -p.priority)
         return self._by_priority
 

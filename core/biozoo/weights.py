@@ -66,7 +66,9 @@ def diff_keys(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple
 def verify_file(path: Path, expected: WeightFile, memo: HashMemo | None = None) -> None:
     """Check size and sha256 the first time a file is used (remembered by path+size+mtime)."""
     if not path.is_file():
-        raise WeightsError(f"weights file {expected.path!r} is missing ({path})", "re-download or re-convert the model")
+        raise WeightsError(
+            f"file {expected.path!r} named by the manifest is missing ({path})", "re-download or re-convert the model"
+        )
     if expected.size is not None and path.stat().st_size != expected.size:
         raise WeightsError(
             f"{expected.path} has {path.stat().st_size} bytes, the manifest says {expected.size}",

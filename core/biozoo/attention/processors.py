@@ -103,7 +103,9 @@ class SdpaProcessor:
     )
 
     def available(self) -> tuple[bool, str]:
-        return hasattr(F, "scaled_dot_product_attention"), "torch has no scaled_dot_product_attention"
+        if hasattr(F, "scaled_dot_product_attention"):
+            return True, ""
+        return False, "this torch has no scaled_dot_product_attention (needs torch >= 2.0)"
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall) -> AttentionResult:
         sq, skv = q.shape[-2], k.shape[-2]

@@ -3,11 +3,12 @@
 Resolution order, first that is set wins:
 
 1. the module's own setting (``set_processor(model, name, where="layers.0.*")``);
-2. the model-wide setting (``set_processor(model, name)``: applied to every module);
+2. the model-wide setting (``set_processor(model, name)``);
 3. the scoped context (``with use_processor("eager"):``; a contextvar, so it
    never leaks across threads or asyncio tasks and is restored on exit);
 4. the environment default ``BIOZOO_ATTENTION``;
-5. ``auto``: the highest-priority available processor whose declared
+5. the model's manifest (``attention.processor`` and its per-module ``overrides``);
+6. ``auto``: the highest-priority available processor whose declared
    capabilities cover this call.
 
 A *named* processor that cannot honour a call raises :class:`AttentionError`
@@ -44,7 +45,9 @@ class Decision:
 class AttentionSettable:
     """Mixin for modules that route attention through a processor."""
 
-    processor_name: str | None = None  # set per module or per model, never globally
+    processor_name: str | None = None  # this module's own setting
+    model_processor_name: str | None = None  # the whole model's setting
+    default_processor_name: str | None = None  # from the manifest; below context and environment
     last_decision: Decision | None = None
 
 
@@ -56,13 +59,17 @@ def _registry() -> Any:
 
 def requested_name(module: AttentionSettable) -> tuple[str, str]:
     if module.processor_name:
-        return module.processor_name, "set on the model/module"
+        return module.processor_name, "set on this module"
+    if module.model_processor_name:
+        return module.model_processor_name, "set on the model"
     scoped = _scoped.get()
     if scoped:
         return scoped, "use_processor() context"
     env = os.environ.get("BIOZOO_ATTENTION")
     if env:
         return env, "BIOZOO_ATTENTION"
+    if module.default_processor_name:
+        return module.default_processor_name, "the model's manifest"
     return AUTO, "default"
 
 
@@ -128,19 +135,29 @@ def attention_modules(model: Any) -> Iterator[tuple[str, AttentionSettable]]:
             yield path, module
 
 
-def set_processor(model: Any, name: str | None, where: Where = None) -> list[str]:
-    """Set (or with ``None`` clear) the processor of every matching attention module.
+def set_processor(model: Any, name: str | None, where: Where = None, *, level: str = "user") -> list[str]:
+    """Set (``None``/``"auto"`` clears) the processor of the model or of matching attention modules.
 
     ``where`` is a glob over module paths (``"encoder.layers.1*"``) or a predicate
-    ``(path, module) -> bool``; modules it does not match keep their setting.
-    Returns the matched paths; matching none is an error (a typo must not pass).
+    ``(path, module) -> bool``; without it the setting is model-wide, and
+    module-level settings still win. Modules it does not match keep their
+    setting. ``level="manifest"`` records a default below the context and the
+    environment (what a manifest asks for). Returns the matched paths; matching
+    none is an error (a typo must not pass silently).
     """
     if name is not None and name != AUTO:
         _registry().processor(name)
+    value = None if name == AUTO else name
+    if level == "manifest":
+        attr = "default_processor_name"
+    else:
+        attr = "model_processor_name" if where is None else "processor_name"
     matched = []
     for path, module in attention_modules(model):
         if where is None or (fnmatch.fnmatchcase(path, where) if isinstance(where, str) else bool(where(path, module))):
-            module.processor_name = None if name == AUTO else name
+            setattr(module, attr, value)
+            if where is None and level != "manifest" and value is None:
+                module.processor_name = None  # "auto" for the whole model clears module settings too
             matched.append(path)
     if not matched:
         paths = [p for p, _ in attention_modules(model)]

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from biozoo.errors import BiozooError
@@ -67,8 +68,8 @@ def list_cmd(
             return
         table = Table("id", "plugin", "available", "description")
         for row in rows:
-            avail = _yes(row["available"]) + (f" [dim]({row['reason']})[/]" if row["reason"] else "")
-            table.add_row(row["id"], row["plugin"], avail, row["description"])
+            avail = _yes(row["available"]) + (f" [dim]({escape(row['reason'])})[/]" if row["reason"] else "")
+            table.add_row(escape(row["id"]), row["plugin"], avail, escape(row["description"]))
         out.print(table)
         return
     registry = get_registry()
@@ -92,7 +93,7 @@ def list_cmd(
         return
     table = Table(*columns)
     for row in rows:
-        table.add_row(*(str(row[c]) for c in columns))
+        table.add_row(*(escape(str(row[c])) for c in columns))
     out.print(table)
 
 
@@ -116,7 +117,9 @@ def plugins_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     table = Table("plugin", "distribution", "version", "core range", "status", "reason")
     for s in statuses:
         colour = {"ok": "green", "disabled": "yellow"}.get(s.status, "red")
-        table.add_row(s.name, s.distribution, s.version, s.core_range or "-", f"[{colour}]{s.status}[/]", s.reason)
+        table.add_row(
+            s.name, s.distribution, s.version, s.core_range or "-", f"[{colour}]{s.status}[/]", escape(s.reason)
+        )
     out.print(table)
 
 
@@ -139,14 +142,16 @@ def info_cmd(
     out.print("available: " + _yes(data["available"]))
     for problem in data["problems"]:
         out.print(f"  [red]{problem}[/]")
-    out.print(yaml.safe_dump(manifest, sort_keys=False).rstrip())
+    out.print(yaml.safe_dump(manifest, sort_keys=False).rstrip(), markup=False, highlight=False)
 
 
 @app.command("load")
 def load_cmd(
     model: Annotated[str, typer.Argument(help="registry id, model folder, or hf://ORG/NAME@REV")],
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (default: as stored)")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="float32/fp32, bfloat16/bf16, float16/fp16, float64 (default: as stored)")
+    ] = None,
     processor: Annotated[str | None, typer.Option(help="attention processor for every layer")] = None,
 ) -> None:
     """Load a model and report parameters, dtype, device, time, peak memory and file origins."""
@@ -230,9 +235,9 @@ def main() -> None:
     try:
         app()
     except BiozooError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            err.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            err.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
         raise SystemExit(1) from None
 
 

@@ -48,6 +48,10 @@ class Architecture(Component):
         """The ports the caller feeds; the first components consume these."""
         return ()
 
+    def derived_ports(self) -> tuple[Port, ...]:
+        """Ports the architecture computes itself between components (e.g. a pooled cell embedding)."""
+        return ()
+
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
 

@@ -50,8 +50,24 @@ class _FeedForward(nn.Module):
         return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
 
+NORM_SCHEMES = ("post", "pre", "residual")
+
+
+def _scheme(norm_first: bool, norm_scheme: str | None) -> str:
+    scheme = norm_scheme or ("pre" if norm_first else "post")
+    if scheme not in NORM_SCHEMES:
+        raise ValueError(f"unknown norm_scheme {scheme!r}; choose from {', '.join(NORM_SCHEMES)}")
+    return scheme
+
+
 class TransformerEncoderLayer(_FeedForward):
-    """Self-attention + feed-forward; ``norm_first`` picks pre-norm, else post-norm (PyTorch's default)."""
+    """Self-attention + feed-forward, in one of three normalisation schemes.
+
+    ``post`` (PyTorch's default): ``x = norm1(x + sa(x)); x = norm2(x + ff(x))``.
+    ``pre`` (``norm_first=True``): ``x = x + sa(norm1(x)); x = x + ff(norm2(x))``.
+    ``residual`` (scGPT's flash-attention "pre" scheme, where the residual stream
+    itself is normalised): ``x = norm1(x); x = x + sa(x); x = norm2(x); x = x + ff(x)``.
+    """
 
     def __init__(
         self,
@@ -67,8 +83,10 @@ class TransformerEncoderLayer(_FeedForward):
         num_kv_heads: int | None = None,
         qk_norm: str | None = None,
         attention_dropout: float | None = None,
+        norm_scheme: str | None = None,
     ) -> None:
         super().__init__()
+        self.norm_scheme = _scheme(norm_first, norm_scheme)
         self.self_attn = MultiHeadAttention(
             d_model,
             nhead,
@@ -82,7 +100,6 @@ class TransformerEncoderLayer(_FeedForward):
         self.norm2 = make_norm(norm, d_model, layer_norm_eps)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
-        self.norm_first = norm_first
 
     def _sa(self, x: torch.Tensor, attn: dict[str, Any]) -> torch.Tensor:
         return self.dropout1(self.self_attn(x, **attn)[0])
@@ -106,12 +123,17 @@ class TransformerEncoderLayer(_FeedForward):
             cache=cache,
         )
         x = src
-        if self.norm_first:
+        if self.norm_scheme == "pre":
             x = x + self._sa(self.norm1(x), attn)
             x = x + self.dropout2(self.ff(self.norm2(x)))
-        else:
+        elif self.norm_scheme == "post":
             x = self.norm1(x + self._sa(x, attn))
             x = self.norm2(x + self.dropout2(self.ff(x)))
+        else:
+            x = self.norm1(x)
+            x = x + self._sa(x, attn)
+            x = self.norm2(x)
+            x = x + self.dropout2(self.ff(x))
         return x
 
 
@@ -208,9 +230,11 @@ class TransformerEncoder(Component):
         num_kv_heads: int | None = None,
         qk_norm: str | None = None,
         causal: bool = False,
+        norm_scheme: str | None = None,
+        zero_padding_outputs: bool = False,
     ) -> None:
         super().__init__()
-        self.d_model, self.causal = d_model, causal
+        self.d_model, self.causal, self.zero_padding_outputs = d_model, causal, zero_padding_outputs
         self.layers = nn.ModuleList(
             TransformerEncoderLayer(
                 d_model,
@@ -224,6 +248,7 @@ class TransformerEncoder(Component):
                 norm,
                 num_kv_heads,
                 qk_norm,
+                norm_scheme=norm_scheme,
             )
             for _ in range(num_layers)
         )
@@ -242,7 +267,12 @@ class TransformerEncoder(Component):
         position_offset: int = 0,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """``padding_mask``: bool ``[B, T]``, True = padding."""
+        """``padding_mask``: bool ``[B, T]``, True = padding.
+
+        With ``zero_padding_outputs`` the outputs at padded positions are set to
+        zero, as PyTorch's own encoder does on its inference fast path (so pooled
+        outputs that include padding match it in every mode).
+        """
         for layer in self.layers:
             x = layer(
                 x,
@@ -252,4 +282,7 @@ class TransformerEncoder(Component):
                 position_offset=position_offset,
                 cache=cache,
             )
-        return self.norm(x) if self.norm is not None else x
+        x = self.norm(x) if self.norm is not None else x
+        if self.zero_padding_outputs and padding_mask is not None:
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        return x

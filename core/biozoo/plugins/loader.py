@@ -187,6 +187,8 @@ def discover() -> list[PluginStatus]:
         statuses.append(status)
         if ep.name == "core":
             status.status, status.reason = BROKEN, "the name 'core' is reserved for biozoo itself"
+            if strict_mode():
+                raise PluginError(f"distribution {status.distribution!r}: {status.reason}", "rename its entry point")
             continue
         if (allow is not None and ep.name not in allow) or ep.name in deny:
             status.status, status.reason = DISABLED, "disabled by BIOZOO_PLUGINS / BIOZOO_DISABLE_PLUGINS"
@@ -198,7 +200,7 @@ def discover() -> list[PluginStatus]:
                 f"upgrade {status.distribution} or install a matching biozoo"
             )
             if strict_mode():
-                raise PluginError(f"plugin {ep.name!r} is incompatible: {status.reason}")
+                raise PluginError(f"plugin {ep.name!r} is incompatible: {status.reason}", "see `zoo plugins`")
             continue
         try:
             module = ep.load()

@@ -1,0 +1,10 @@
+"""AnnData -> scGPT-style tokens, shared by every single-cell plugin.
+
+The pipeline is numpy-only (no torch at import time) and does not need anndata or scanpy
+unless a function that reads or writes AnnData is called, so ``import biozoo`` stays light:
+
+1. ``anndata_io``: read/validate/write h5ad, match genes to a vocabulary;
+2. ``normalize``: detect what ``X`` holds, ``normalize_total``/``log1p`` like scanpy;
+3. ``binning``: scGPT's per-cell quantile binning, bit-identical to the reference;
+4. ``tokenize``: ``[<cls>] + non-zero genes`` per cell, sampling, padding, length-sorted batches.
+"""

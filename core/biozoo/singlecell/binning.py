@@ -1,0 +1,198 @@
+"""scGPT's per-cell value binning, bit-identical to ``scgpt.preprocess`` and vectorised.
+
+For each cell (row), with ``nz`` its non-zero values in gene order::
+
+    edges = np.quantile(nz, np.linspace(0, 1, n_bins - 1))      # duplicates kept
+    l, r = np.digitize(nz, edges), np.digitize(nz, edges, right=True)
+    bins = ceil(rand * (r - l) + l)                              # uniform in r+1..l on tied edges
+
+Zeros stay bin 0, non-zeros get 1..n_bins-1, all-zero cells stay all zero. The random draw only
+matters where edges repeat, which integer counts make common. Two ways to draw it:
+
+* ``mode="reference"``: ``np.random.rand`` from numpy's global RNG, one value per non-zero entry,
+  cells in row order, exactly the stream scGPT's ``Preprocessor`` consumes (its one
+  ``rand(n_nonzero)`` call per non-empty cell and our one call per block of cells read the same
+  numbers, since the legacy generator has no buffering between calls). Seed with
+  ``np.random.seed(s)`` and the result equals ``Preprocessor(binning=n_bins)``'s ``X_binned``.
+* ``mode="seeded"``: ``np.random.default_rng(seed)`` consumed the same way: deterministic, no
+  global state touched.
+
+Everything is done for blocks of cells at once (no Python loop over cells): the quantiles follow
+numpy's own ``linear`` formula step by step in the input dtype so the edges are the same bits
+``np.quantile`` gives, and the digitize is one ``searchsorted`` over exact integer keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from biozoo.singlecell.errors import DataError
+
+BinMode = Literal["reference", "seeded"]
+
+#: cells per vectorised block; bounds the temporary memory to a few times the block's non-zeros.
+_BLOCK_CELLS = 4096
+
+
+def _as_csr(x: Any) -> Any:
+    """A canonical CSR copy-or-view: sorted column indices, no explicit zeros (they are not non-zeros)."""
+    from scipy import sparse
+
+    if sparse.issparse(x):
+        csr = sparse.csr_matrix(x)
+        if csr is x or not csr.has_canonical_format or (csr.data == 0).any():
+            csr = csr.copy()
+            csr.sum_duplicates()
+            csr.eliminate_zeros()
+        return csr
+    dense = np.asarray(x)
+    if dense.ndim != 2:
+        raise DataError(
+            f"expected a 2-D cells x genes matrix, got shape {dense.shape}",
+            hint="pass adata.X (or a layer), one row per cell",
+        )
+    return sparse.csr_matrix(dense)
+
+
+def _check_values(data: np.ndarray) -> None:
+    if data.size and not np.all(np.isfinite(data)):
+        raise DataError(
+            "cannot bin NaN or infinite expression values",
+            hint="run validate_expression() first and fix or drop the offending cells",
+        )
+    if data.size and data.min() < 0:
+        raise DataError(
+            f"cannot bin negative expression values (minimum {data.min()})",
+            hint="scGPT bins non-negative expression: use raw counts or log-normalised data, not z-scored X",
+        )
+
+
+def _quantile_edges(sorted_vals: np.ndarray, starts: np.ndarray, counts: np.ndarray, n_edges: int) -> np.ndarray:
+    """Per-cell ``np.quantile(vals, np.linspace(0, 1, n_edges))``, numpy's ``linear`` method, same bits.
+
+    ``sorted_vals`` holds each cell's values ascending, cell after cell, from ``starts`` with
+    ``counts`` entries (all > 0). Mirrors numpy's ``_quantile``: virtual index ``(n-1)*q``,
+    indices at or past the end clamp to the last value (with numpy's odd gamma there), and
+    ``_lerp``: ``a + (b-a)*t`` but ``b - (b-a)*(1-t)`` where ``t >= 0.5``, ``b - a`` in the input dtype.
+    """
+    q = np.linspace(0, 1, n_edges)
+    virtual = (counts - 1).astype(np.float64)[:, None] * q[None, :]
+    previous = np.floor(virtual)
+    following = previous + 1
+    above = virtual >= (counts - 1)[:, None]
+    previous[above] = -1
+    following[above] = -1
+    previous_idx = previous.astype(np.intp)
+    following_idx = following.astype(np.intp)
+    gamma = virtual - previous_idx
+    last = (starts + counts - 1)[:, None]
+    a = sorted_vals[np.where(previous_idx < 0, last, starts[:, None] + previous_idx)]
+    b = sorted_vals[np.where(following_idx < 0, last, starts[:, None] + following_idx)]
+    diff = b - a
+    edges = np.add(a, diff * gamma)
+    high = gamma >= 0.5
+    np.subtract(b, diff * (1 - gamma), out=edges, where=high, casting="unsafe", dtype=edges.dtype.type)
+    return edges
+
+
+def _digitize_both(values: np.ndarray, value_cell: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell ``np.digitize(v, edges[cell])`` and ``..., right=True`` for all values in one go.
+
+    Values and edges are replaced by their exact rank among all of them (``np.unique``), so the key
+    ``cell * n_unique + rank`` orders (cell, value) pairs exactly; the edge keys are then globally
+    sorted (edges ascend within a cell) and one ``searchsorted`` per side does every cell.
+    """
+    n_cells, n_edges = edges.shape
+    both = np.concatenate([edges.ravel(), values.astype(edges.dtype, copy=False)])
+    _, rank = np.unique(both, return_inverse=True)
+    width = np.int64(rank.max()) + 1
+    edge_keys = np.repeat(np.arange(n_cells, dtype=np.int64), n_edges) * width + rank[: edges.size]
+    value_keys = value_cell.astype(np.int64) * width + rank[edges.size :]
+    offset = value_cell.astype(np.int64) * n_edges
+    left = np.searchsorted(edge_keys, value_keys, side="right") - offset
+    right = np.searchsorted(edge_keys, value_keys, side="left") - offset
+    return left, right
+
+
+def _bin_block(data: np.ndarray, indptr: np.ndarray, n_bins: int, draw: Any) -> np.ndarray:
+    """Bins for the stored non-zeros of one CSR block (``data`` in row order, columns ascending)."""
+    counts = np.diff(indptr)
+    nonempty = counts > 0
+    cell_of_value = np.repeat(np.arange(counts.size)[nonempty], counts[nonempty])
+    compact = np.cumsum(nonempty) - 1  # block row -> index among non-empty rows
+    value_cell = compact[cell_of_value]
+    starts = indptr[:-1][nonempty] - indptr[0]
+    order = np.lexsort((data, value_cell))
+    edges = _quantile_edges(data[order], starts, counts[nonempty], n_bins - 1)
+    left, right = _digitize_both(data, value_cell, edges)
+    rands = draw(data.size)
+    digits = rands * (right - left) + left
+    return np.ceil(digits).astype(np.int64)
+
+
+def _drawer(mode: BinMode, seed: int | np.random.Generator | None) -> Any:
+    if mode == "reference":
+        if seed is not None:
+            raise DataError(
+                "mode='reference' draws from numpy's global RNG and takes no seed",
+                hint="call np.random.seed(s) first, or use mode='seeded' with seed=s",
+            )
+        return np.random.rand
+    if mode == "seeded":
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(0 if seed is None else seed)
+        return rng.random
+    raise DataError(f"unknown binning mode {mode!r}", hint="use mode='reference' or mode='seeded'")
+
+
+def bin_values(
+    x: Any,
+    n_bins: int = 51,
+    *,
+    mode: BinMode = "seeded",
+    seed: int | np.random.Generator | None = None,
+    sparse_output: bool = False,
+) -> Any:
+    """Bin every cell (row) of a dense or sparse matrix the way scGPT's ``Preprocessor(binning=n_bins)`` does.
+
+    Returns int64 bins (0 for zero, 1..n_bins-1 otherwise) as a dense array of ``x``'s shape, or a
+    CSR matrix with ``sparse_output=True`` (it has the same non-zero pattern as ``x``). ``seed`` is
+    for ``mode="seeded"`` only (default 0). Refuses NaN, inf and negative values.
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 3:
+        raise DataError(f"n_bins must be an integer >= 3, got {n_bins!r}", hint="scGPT uses n_bins=51")
+    draw = _drawer(mode, seed)
+    csr = _as_csr(x)
+    _check_values(csr.data)
+    out = np.empty(csr.nnz, dtype=np.int64)
+    for begin in range(0, csr.shape[0], _BLOCK_CELLS):
+        end = min(begin + _BLOCK_CELLS, csr.shape[0])
+        lo, hi = csr.indptr[begin], csr.indptr[end]
+        if hi > lo:
+            out[lo:hi] = _bin_block(csr.data[lo:hi], csr.indptr[begin : end + 1], int(n_bins), draw)
+    from scipy import sparse
+
+    binned = sparse.csr_matrix((out, csr.indices.copy(), csr.indptr.copy()), shape=csr.shape)
+    return binned if sparse_output else binned.toarray()
+
+
+def bin_values_collator_style(
+    row: Any,
+    n_bins: int = 51,
+    *,
+    mode: BinMode = "seeded",
+    seed: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """One cell binned like ``scgpt.preprocess.binning(row, n_bins)``, the function scGPT's DataCollator uses.
+
+    The reference takes quantiles over the whole row when the row has no zeros and over the
+    non-zeros otherwise; both give the same numbers (all entries *are* the non-zeros), so this is
+    ``bin_values`` on one row. Differences that remain are the reference's output dtype (it
+    returns the input's float dtype for numpy input) and its crash on all-zero torch rows; here
+    the result is always int64 and an all-zero row gives zeros without drawing random numbers.
+    """
+    values = np.asarray(row)
+    if values.ndim != 1:
+        raise DataError(f"expected one cell (a 1-D row), got shape {values.shape}", hint="use bin_values for matrices")
+    return bin_values(values[None, :], n_bins, mode=mode, seed=seed)[0]
