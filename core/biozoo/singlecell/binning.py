@@ -42,7 +42,7 @@ def _as_csr(x: Any) -> Any:
 
     if sparse.issparse(x):
         csr = sparse.csr_matrix(x)
-        if csr is x or not csr.has_canonical_format or (csr.data == 0).any():
+        if not csr.has_canonical_format or (csr.data == 0).any():
             csr = csr.copy()
             csr.sum_duplicates()
             csr.eliminate_zeros()
