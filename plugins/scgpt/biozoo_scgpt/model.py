@@ -19,6 +19,12 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli
+
+from biozoo.components.base import Architecture, Slot
+from biozoo.components.ports import Port
+from biozoo.plugins.declarations import ComponentKind
 from biozoo_scgpt.modules import (
     CELL_EMB,
     GENE_IDS,
@@ -26,12 +32,6 @@ from biozoo_scgpt.modules import (
     DomainSpecificBatchNorm1d,
     Similarity,
 )
-from torch import nn
-from torch.distributions import Bernoulli
-
-from biozoo.components.base import Architecture, Slot
-from biozoo.components.ports import Port
-from biozoo.plugins.declarations import ComponentKind
 
 K = ComponentKind
 CELL_EMB_STYLES = ("cls", "avg-pool", "w-pool")
@@ -88,6 +88,8 @@ class _ScGPTBase(Architecture):
         do_sample: bool,
     ) -> None:
         if CLS:
+            if self.cls_decoder is None:
+                raise ValueError("CLS=True needs a cls_decoder component (pretrained checkpoints have none: fine-tune)")
             output["cls_output"] = self.cls_decoder(cell_emb)
         if MVC:
             if self.mvc_decoder is None:
@@ -109,7 +111,7 @@ class ScGPTModel(_ScGPTBase):
         "batch_encoder": Slot(K.ENCODER, required=False, description="batch labels -> embedding"),
         "transformer_encoder": Slot(K.ENCODER, description="the transformer (core.transformer_encoder)"),
         "decoder": Slot(K.DECODER, description="expression decoder (ExprDecoder)"),
-        "cls_decoder": Slot(K.HEAD, description="cell embedding -> class logits"),
+        "cls_decoder": Slot(K.HEAD, required=False, description="cell embedding -> class logits"),
         "mvc_decoder": Slot(K.DECODER, required=False, description="masked value prediction from the cell"),
         "grad_reverse_discriminator": Slot(K.HEAD, required=False, description="adversarial batch discriminator"),
     }
@@ -121,7 +123,7 @@ class ScGPTModel(_ScGPTBase):
         value_encoder: nn.Module,
         transformer_encoder: nn.Module,
         decoder: nn.Module,
-        cls_decoder: nn.Module,
+        cls_decoder: nn.Module | None = None,
         batch_encoder: nn.Module | None = None,
         mvc_decoder: nn.Module | None = None,
         grad_reverse_discriminator: nn.Module | None = None,
@@ -163,8 +165,11 @@ class ScGPTModel(_ScGPTBase):
         self.sim = Similarity(temp=0.5)
 
     def model_inputs(self) -> tuple[Port, ...]:
-        inputs = [Port("src", GENE_IDS, ("B", "T")), Port("values", VALUES, ("B", "T")),
-                  Port("src_key_padding_mask", "padding-mask", ("B", "T"))]
+        inputs = [
+            Port("src", GENE_IDS, ("B", "T")),
+            Port("values", VALUES, ("B", "T")),
+            Port("src_key_padding_mask", "padding-mask", ("B", "T")),
+        ]
         if self.use_batch_labels or self.domain_spec_batchnorm:
             inputs.append(Port("batch_labels", "batch-labels", ("B",)))
         return tuple(inputs)
@@ -284,7 +289,9 @@ class ScGPTModel(_ScGPTBase):
         for start in range(0, src.shape[0], batch_size):
             part = slice(start, start + batch_size)
             hidden = self.encode(
-                src[part], values[part], src_key_padding_mask[part],
+                src[part],
+                values[part],
+                src_key_padding_mask[part],
                 batch_labels[part] if batch_labels is not None else None,
             )
             if time_step is not None:
@@ -335,9 +342,12 @@ class ScGPTGenerator(_ScGPTBase):
         self.cls_decoder, self.mvc_decoder = cls_decoder, mvc_decoder
 
     def model_inputs(self) -> tuple[Port, ...]:
-        return (Port("src", GENE_IDS, ("B", "T")), Port("values", VALUES, ("B", "T")),
-                Port("input_pert_flags", "perturbation-flags", ("B", "T")),
-                Port("src_key_padding_mask", "padding-mask", ("B", "T")))
+        return (
+            Port("src", GENE_IDS, ("B", "T")),
+            Port("values", VALUES, ("B", "T")),
+            Port("input_pert_flags", "perturbation-flags", ("B", "T")),
+            Port("src_key_padding_mask", "padding-mask", ("B", "T")),
+        )
 
     def derived_ports(self) -> tuple[Port, ...]:
         return (Port("cell_emb", CELL_EMB, ("B", self.d_model)),)

@@ -1,0 +1,200 @@
+"""Cells -> token sequences -> padded batches, as scGPT's ``tokenize_batch`` + ``pad_batch`` do.
+
+A cell becomes ``[<cls>] + ids of its non-zero genes`` (in ``var`` order) with values
+``[cls_value] + its (binned) values``. scGPT itself is inconsistent about ``cls_value``: its
+``embed_data`` path uses ``pad_value`` (-2), its tutorials (``tokenize_batch``) use 0, so it is a
+required choice here. Sequences live in one flat ragged structure (``TokenizedCells``) because a
+list of 100k small arrays costs more than the data.
+
+Cells longer than ``max_len`` keep their CLS and a random ``max_len - 1`` of their genes. By
+default the kept genes come in the random order the sampler returns, like the reference (scGPT has
+no positional encoding, so order does not change its output); ``keep_order=True`` keeps them in
+``var`` order instead, which order-sensitive (autoregressive) models need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from biozoo.singlecell.errors import DataError
+
+SamplingMode = Literal["seeded", "reference"]
+
+
+@dataclass(frozen=True)
+class TokenizedCells:
+    """Ragged token sequences: cell ``i`` is ``gene_ids[offsets[i]:offsets[i+1]]`` (same for ``values``)."""
+
+    gene_ids: np.ndarray  #: int64, all cells back to back
+    values: np.ndarray  #: float32, aligned with gene_ids
+    offsets: np.ndarray  #: int64, n_cells + 1
+    has_cls: bool  #: position 0 of every cell is the CLS token
+
+    def __len__(self) -> int:
+        return int(self.offsets.size - 1)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per cell (CLS included)."""
+        return np.diff(self.offsets)
+
+    def cell(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(gene ids, values) of cell ``i``."""
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        return self.gene_ids[lo:hi], self.values[lo:hi]
+
+
+class PaddedBatch(NamedTuple):
+    """A right-padded batch, ready for ``torch.from_numpy``."""
+
+    genes: np.ndarray  #: int64 [B, T]
+    values: np.ndarray  #: float32 [B, T]
+    padding_mask: np.ndarray  #: bool [B, T], True = padding (PyTorch's key_padding_mask convention)
+
+
+def tokenize_cells(
+    x: Any,
+    gene_ids: Sequence[int] | np.ndarray,
+    *,
+    cls_id: int | None,
+    cls_value: float = 0.0,
+    include_zero_genes: bool = False,
+) -> TokenizedCells:
+    """Turn a cells x genes matrix (dense or sparse, raw or binned) into per-cell token sequences.
+
+    ``gene_ids[j]`` is the vocabulary id of column ``j``; all must be >= 0 (subset the matrix to
+    ``GeneMatch.matched`` first). ``cls_id=None`` adds no CLS token. Zeros are dropped unless
+    ``include_zero_genes``; explicit zeros stored in a sparse matrix are dropped too.
+    """
+    from scipy import sparse
+
+    ids = np.asarray(gene_ids, dtype=np.int64)
+    n_cols = x.shape[1] if hasattr(x, "shape") and len(x.shape) == 2 else None
+    if n_cols is None:
+        raise DataError(f"expected a 2-D cells x genes matrix, got {type(x).__name__}", hint="pass adata.X")
+    if ids.ndim != 1 or ids.size != n_cols:
+        raise DataError(
+            f"{ids.size} gene ids for a matrix with {n_cols} genes",
+            hint="pass one vocabulary id per column (GeneMatch.ids[GeneMatch.matched] with X[:, matched])",
+        )
+    if (ids < 0).any():
+        raise DataError(
+            f"{int((ids < 0).sum())} columns have no vocabulary id (-1)",
+            hint="subset to the matched genes first: adata[:, match.matched], gene_ids=match.ids[match.matched]",
+        )
+    extra = 0 if cls_id is None else 1
+    if include_zero_genes:
+        dense = x.toarray() if sparse.issparse(x) else np.asarray(x)
+        counts = np.full(dense.shape[0], n_cols, dtype=np.int64)
+        body_genes = np.tile(ids, dense.shape[0])
+        body_values = dense.astype(np.float32, copy=False).ravel()
+    else:
+        csr = sparse.csr_matrix(x)
+        if not csr.has_canonical_format or (csr.data == 0).any():
+            csr = csr.copy()
+            csr.sum_duplicates()
+            csr.eliminate_zeros()
+        counts = np.diff(csr.indptr).astype(np.int64)
+        body_genes = ids[csr.indices]
+        body_values = csr.data.astype(np.float32, copy=False)
+    offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts + extra, out=offsets[1:])
+    total = int(offsets[-1])
+    genes = np.empty(total, dtype=np.int64)
+    values = np.empty(total, dtype=np.float32)
+    body = np.ones(total, dtype=bool)
+    if extra:
+        starts = offsets[:-1]
+        genes[starts] = cls_id
+        values[starts] = cls_value
+        body[starts] = False
+    genes[body] = body_genes
+    values[body] = body_values
+    return TokenizedCells(gene_ids=genes, values=values, offsets=offsets, has_cls=bool(extra))
+
+
+def _sample_positions(n: int, keep: int, has_cls: bool, mode: SamplingMode, rng: np.random.Generator) -> np.ndarray:
+    """Positions (within one cell) of the tokens kept when it is longer than ``keep``; CLS stays first."""
+    if has_cls:
+        if mode == "reference":
+            chosen = np.random.choice(n - 1, keep - 1, replace=False) + 1
+        else:
+            chosen = rng.choice(n - 1, keep - 1, replace=False) + 1
+        return np.concatenate([[0], chosen])
+    if mode == "reference":
+        return np.random.choice(n, keep, replace=False)
+    return rng.choice(n, keep, replace=False)
+
+
+def pad_cells(
+    cells: TokenizedCells,
+    indices: Sequence[int] | np.ndarray | None = None,
+    *,
+    pad_id: int,
+    pad_value: float,
+    max_len: int | None = None,
+    keep_order: bool = False,
+    sampling: SamplingMode = "seeded",
+    seed: int | np.random.Generator = 0,
+) -> PaddedBatch:
+    """Pad the cells ``indices`` (default: all) to the batch's longest, capped at ``max_len``.
+
+    Longer cells are subsampled (see module docstring). ``sampling="seeded"`` draws from
+    ``np.random.default_rng(seed)`` (or the Generator given); ``"reference"`` calls
+    ``np.random.choice`` on numpy's global RNG once per long cell, in batch order, exactly like
+    scGPT's ``pad_batch``, so ``np.random.seed(s)`` reproduces it.
+    """
+    rows = np.arange(len(cells)) if indices is None else np.asarray(indices, dtype=np.int64)
+    if rows.ndim != 1 or rows.size == 0:
+        raise DataError("pad_cells needs at least one cell index", hint="pass a non-empty 1-D list of cell indices")
+    if sampling not in ("seeded", "reference"):
+        raise DataError(f"unknown sampling mode {sampling!r}", hint="use 'seeded' or 'reference'")
+    minimum = 2 if cells.has_cls else 1
+    if max_len is not None and max_len < minimum:
+        raise DataError(
+            f"max_len={max_len} leaves no room for genes",
+            hint=f"use max_len >= {minimum} (scGPT checkpoints use 1200)",
+        )
+    lengths = cells.lengths[rows]
+    width = int(lengths.max()) if max_len is None else min(int(lengths.max()), max_len)
+    columns = np.arange(width)
+    kept = np.minimum(lengths, width)
+    padding = columns[None, :] >= kept[:, None]
+    source = np.where(padding, 0, cells.offsets[rows][:, None] + columns[None, :])
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    for b in np.flatnonzero(lengths > width):
+        positions = _sample_positions(int(lengths[b]), width, cells.has_cls, sampling, rng)
+        if keep_order:
+            positions = np.sort(positions)
+        source[b] = cells.offsets[rows[b]] + positions
+    if cells.gene_ids.size:
+        genes = np.where(padding, pad_id, cells.gene_ids[source])
+        values = np.where(padding, np.float32(pad_value), cells.values[source]).astype(np.float32, copy=False)
+    else:
+        genes = np.full(padding.shape, pad_id, dtype=np.int64)
+        values = np.full(padding.shape, pad_value, dtype=np.float32)
+    return PaddedBatch(genes=genes.astype(np.int64, copy=False), values=values, padding_mask=padding)
+
+
+def length_sorted_batches(
+    lengths: Sequence[int] | np.ndarray, batch_size: int, *, descending: bool = True
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Split cell indices into batches of similar length, so little compute is spent on padding.
+
+    Returns ``(batches, restore)``: ``batches`` are index arrays, longest first by default (an
+    out-of-memory error then shows up on the first batch, not the last); the sort is stable, so ties
+    keep their input order. ``restore`` puts results back: ``np.concatenate(per_batch)[restore]``
+    is in the original cell order.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}", hint="use e.g. batch_size=64")
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths if descending else lengths, kind="stable")
+    batches = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
+    restore = np.empty_like(order)
+    restore[order] = np.arange(order.size)
+    return batches, restore
