@@ -260,9 +260,9 @@ class Registry:
     def converter(self, name: str) -> Any:
         claim = self.converters.get(name)
         if claim is None:
-            problem = self.plugin_problem(name)
+            problem = self.plugin_problem(name)  # converters are named after their plugin by convention
             raise UnknownNameError(
-                f"no converter named {name!r}" + (f": {problem}" if problem else ""),
+                f"no converter named {name!r}" + (f" ({problem})" if problem else ""),
                 f"available: {', '.join(self.converters.names()) or 'none'}",
             )
         return resolve_target(claim.value.target)

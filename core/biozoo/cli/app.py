@@ -41,6 +41,7 @@ class Kind(StrEnum):
     components = "components"
     plugins = "plugins"
     processors = "processors"
+    converters = "converters"
 
 
 def _print_json(data: Any) -> None:
@@ -81,6 +82,12 @@ def list_cmd(
             for n, c in registry.components.claims.items()
         ]
         columns = ("name", "kind", "plugin", "description")
+    elif kind is Kind.converters:
+        rows = [
+            {"name": n, "plugin": c[0].plugin, "description": c[0].value.description}
+            for n, c in registry.converters.claims.items()
+        ]
+        columns = ("name", "plugin", "description")
     else:
         rows = [
             {"name": n, "plugin": c[0].plugin, "priority": c[0].value.priority, "description": c[0].value.description}
@@ -200,6 +207,22 @@ def publish_cmd(
     out.print(f"[bold green]published[/] {repo} at commit {commit}")
     out.print(f"load it with: zoo load hf://{repo}@{commit}")
     sys.stdout.flush()
+
+
+@app.command("convert")
+def convert_cmd(
+    converter: Annotated[str, typer.Argument(help="converter name, e.g. scgpt (`zoo list --kind converters`)")],
+    source: Annotated[Path, typer.Argument(help="the reference checkpoint (file or folder)", exists=True)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="new biozoo model folder to create")],
+    model_id: Annotated[str | None, typer.Option("--id", help="model id for the manifest, e.g. scgpt/human")] = None,
+) -> None:
+    """Convert a reference checkpoint into a biozoo model folder (safetensors + manifest)."""
+    from biozoo.registry import get_registry
+
+    convert = get_registry().converter(converter)
+    folder = convert(source, output, model_id=model_id)
+    out.print(f"[bold green]converted[/] {source} -> {folder}")
+    out.print(f"check it with: zoo load {folder}")
 
 
 @cache_app.command("ls")

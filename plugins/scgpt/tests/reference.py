@@ -60,11 +60,13 @@ def flash_stub() -> None:
 
 def load_reference_models() -> types.SimpleNamespace:
     """``model``, ``generation_model``, ``dsbn`` and ``grad_reverse`` modules of scGPT 0.2.4 (or skip)."""
-    spec = importlib.util.find_spec("scgpt")
-    if spec is None or spec.origin is None:
-        pytest.skip("the reference (pip install --no-deps scgpt==0.2.4) is not installed")
-    root = Path(spec.origin).parent
     if "scgpt.model.model" not in sys.modules:
+        existing = sys.modules.get("scgpt")
+        spec = existing.__spec__ if existing is not None else importlib.util.find_spec("scgpt")
+        origin = (spec.origin if spec else None) or (existing.__path__[0] + "/__init__.py" if existing else None)
+        if origin is None:
+            pytest.skip("the reference (pip install --no-deps scgpt==0.2.4) is not installed")
+        root = Path(origin).parent
         flash_stub()
         pkg = sys.modules.get("scgpt") or _package("scgpt", root)
         pkg.logger = getattr(pkg, "logger", logging.getLogger("scGPT"))
