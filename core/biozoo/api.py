@@ -157,7 +157,7 @@ def load(
         conv = manifest.conversion
         raise ManifestError(
             f"{manifest.id} has no weights yet: they must be converted from the official files",
-            f"{conv.instructions} (`zoo convert {conv.converter} ...`)" if conv else "see `zoo info`",
+            conv.instructions or f"zoo convert {conv.converter} DIR -o OUT" if conv else "see `zoo info`",
         )
     torch_dtype = parse_dtype(dtype)
     model = assemble(manifest)

@@ -185,7 +185,7 @@ class Registry:
             if problem:
                 return False, problem
         if entry.needs_conversion:
-            return False, "weights must be converted from the official files first (see `zoo info`)"
+            return False, "needs `zoo convert` (see `zoo info`)"
         return True, ""
 
     def manifest(self, model_id: str) -> LocatedManifest:

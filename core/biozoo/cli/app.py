@@ -67,7 +67,8 @@ def list_cmd(
         if as_json:
             _print_json(rows)
             return
-        table = Table("id", "plugin", "available", "description")
+        table = Table("id", "plugin", "available")
+        table.add_column("description", overflow="ellipsis", no_wrap=True, ratio=1)
         for row in rows:
             avail = _yes(row["available"]) + (f" [dim]({escape(row['reason'])})[/]" if row["reason"] else "")
             table.add_row(escape(row["id"]), row["plugin"], avail, escape(row["description"]))
