@@ -67,11 +67,20 @@ def list_cmd(
         if as_json:
             _print_json(rows)
             return
-        table = Table("id", "plugin", "available")
-        table.add_column("description", overflow="ellipsis", no_wrap=True, ratio=1)
-        for row in rows:
-            avail = _yes(row["available"]) + (f" [dim]({escape(row['reason'])})[/]" if row["reason"] else "")
-            table.add_row(escape(row["id"]), row["plugin"], avail, escape(row["description"]))
+        cells = [
+            (row["id"], row["plugin"], ("yes" if row["available"] else "no")
+             + (f" ({_short(row['reason'])})" if row["reason"] else ""), row["description"])
+            for row in rows
+        ]
+        widths = [max([len(c[i]) for c in cells] + [len(h)]) for i, h in enumerate(("id", "plugin", "available"))]
+        table = Table()
+        for header, width in zip(("id", "plugin", "available"), widths, strict=True):
+            table.add_column(header, no_wrap=True, width=width)
+        table.add_column("description", no_wrap=True, overflow="ellipsis",
+                         width=max(20, out.width - sum(widths) - 13))
+        for model_id, plugin, avail, description in cells:
+            colour = "green" if avail == "yes" else "red"
+            table.add_row(escape(model_id), plugin, f"[{colour}]{escape(avail)}[/]", escape(description))
         out.print(table)
         return
     registry = get_registry()
@@ -103,6 +112,22 @@ def list_cmd(
     for row in rows:
         table.add_row(*(escape(str(row[c])) for c in columns))
     out.print(table)
+
+
+_SHORT_REASONS = {
+    "zoo convert": "needs conversion",
+    "not installed": "plugin missing",
+    "is broken": "plugin broken",
+    "is incompatible": "plugin incompatible",
+    "is disabled": "plugin disabled",
+    "claimed by": "name conflict",
+    "unreadable manifest": "invalid manifest",
+}
+
+
+def _short(reason: str) -> str:
+    """A few words for the table (``zoo info`` and ``--json`` give the whole reason)."""
+    return next((short for key, short in _SHORT_REASONS.items() if key in reason), reason[:24])
 
 
 def _matches(name: str, pattern: str | None) -> bool:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from biozoo_scgpt.convert import convert_checkpoint
 
 import biozoo
 from biozoo.errors import WeightsError
+from biozoo_scgpt.convert import convert_checkpoint
 
 from .reference import load_reference_models
 

@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 import torch
-from biozoo_scgpt.convert import convert_state_dict
-from biozoo_scgpt.reference_config import build
 
 from biozoo.attention import set_processor
+from biozoo_scgpt.convert import convert_state_dict
+from biozoo_scgpt.reference_config import build
 
 from .reference import load_reference_models
 
