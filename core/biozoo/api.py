@@ -182,6 +182,7 @@ def load(
     report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model.zoo_report = report
     model.zoo_manifest = manifest
+    model.zoo_location = located  # resolves the manifest's other files (vocabulary, test vectors)
     model.zoo_folder = folder
     return model
 

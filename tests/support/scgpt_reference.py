@@ -61,12 +61,12 @@ def load_reference() -> types.SimpleNamespace:
     spec = importlib.util.find_spec("scgpt")
     assert spec is not None and spec.origin is not None
     root = Path(spec.origin).parent
-    package = sys.modules.get("scgpt")
-    if package is None or getattr(package, "__file__", None) is not None:
+    if "scgpt" not in sys.modules:  # reuse whatever is there: the real package, or another test's stub
         package = types.ModuleType("scgpt")
         package.__path__ = [str(root)]
-        package.logger = logging.getLogger("scGPT")  # type: ignore[attr-defined]
         sys.modules["scgpt"] = package
+    if not hasattr(sys.modules["scgpt"], "logger"):  # scgpt.preprocess does `from scgpt import logger`
+        sys.modules["scgpt"].logger = logging.getLogger("scGPT")
     if "scgpt.tokenizer" not in sys.modules:
         tokenizer_pkg = types.ModuleType("scgpt.tokenizer")
         tokenizer_pkg.__path__ = [str(root / "tokenizer")]

@@ -68,16 +68,19 @@ def list_cmd(
             _print_json(rows)
             return
         cells = [
-            (row["id"], row["plugin"], ("yes" if row["available"] else "no")
-             + (f" ({_short(row['reason'])})" if row["reason"] else ""), row["description"])
+            (
+                row["id"],
+                row["plugin"],
+                ("yes" if row["available"] else "no") + (f" ({_short(row['reason'])})" if row["reason"] else ""),
+                row["description"],
+            )
             for row in rows
         ]
         widths = [max([len(c[i]) for c in cells] + [len(h)]) for i, h in enumerate(("id", "plugin", "available"))]
         table = Table()
         for header, width in zip(("id", "plugin", "available"), widths, strict=True):
             table.add_column(header, no_wrap=True, width=width)
-        table.add_column("description", no_wrap=True, overflow="ellipsis",
-                         width=max(20, out.width - sum(widths) - 13))
+        table.add_column("description", no_wrap=True, overflow="ellipsis", width=max(20, out.width - sum(widths) - 13))
         for model_id, plugin, avail, description in cells:
             colour = "green" if avail == "yes" else "red"
             table.add_row(escape(model_id), plugin, f"[{colour}]{escape(avail)}[/]", escape(description))
@@ -233,6 +236,122 @@ def publish_cmd(
     out.print(f"[bold green]published[/] {repo} at commit {commit}")
     out.print(f"load it with: zoo load hf://{repo}@{commit}")
     sys.stdout.flush()
+
+
+def _task(task: str, model: str, device: str | None, processor: str | None):
+    """Load ``model`` and find the plugin function that performs ``task`` for its architecture."""
+    from biozoo import api
+    from biozoo.registry import get_registry
+
+    loaded = api.load(model, device=device, processor=processor)
+    return loaded, get_registry().task(task, loaded.zoo_manifest.architecture.name)
+
+
+def _check_h5ad_paths(source: Path, output: Path) -> None:
+    from biozoo.errors import BiozooError
+
+    if output.suffix != ".h5ad":
+        raise BiozooError(f"the output {output} must end in .h5ad", "e.g. -o annotated.h5ad")
+    if output.resolve() == source.resolve():
+        raise BiozooError("the output would overwrite the input", "write to a new file; the input is never modified")
+
+
+Model = Annotated[str, typer.Argument(help="registry id, model folder, or hf://ORG/NAME@REV")]
+Input = Annotated[Path, typer.Argument(help="input .h5ad file")]
+VarColumn = Annotated[str | None, typer.Option(help="var column with gene names (default: the model's, or var_names)")]
+Layer = Annotated[str | None, typer.Option(help="layer to read instead of X")]
+Seed = Annotated[int, typer.Option(help="seed for binning ties and gene subsampling")]
+BatchSize = Annotated[int, typer.Option(help="cells per batch")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, mps")]
+Processor = Annotated[str | None, typer.Option(help="attention processor")]
+
+
+@app.command("embed")
+def embed_cmd(
+    model: Model,
+    source: Input,
+    output: Annotated[Path, typer.Option("--output", "-o", help="new .h5ad with obsm['X_<model>']")],
+    var_column: VarColumn = None,
+    layer: Layer = None,
+    batch_size: BatchSize = 64,
+    seed: Seed = 0,
+    device: Device = None,
+    processor: Processor = None,
+) -> None:
+    """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed) in uns."""
+    _check_h5ad_paths(source, output)
+    loaded, embed = _task("embed", model, device, processor)
+    result = embed(loaded, source, output, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed)
+    out.print(f"[bold green]embedded[/] {result['cells']} cells ({result['dims']} dims) -> {output} {result['key']}")
+    for step in result.get("steps", []):
+        out.print(f"  {escape(step)}")
+
+
+@app.command("annotate")
+def annotate_cmd(
+    model: Model,
+    source: Input,
+    output: Annotated[Path, typer.Option("--output", "-o", help="new .h5ad with predicted labels in obs")],
+    var_column: VarColumn = None,
+    layer: Layer = None,
+    batch_size: BatchSize = 64,
+    seed: Seed = 0,
+    device: Device = None,
+    processor: Processor = None,
+) -> None:
+    """Predicted cell type and its confidence into obs (``<model>_label``, ``<model>_confidence``)."""
+    _check_h5ad_paths(source, output)
+    loaded, annotate = _task("annotate", model, device, processor)
+    result = annotate(loaded, source, output, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed)
+    out.print(
+        f"[bold green]annotated[/] {result['cells']} cells -> {output} "
+        f"(mean confidence {result['mean_confidence']:.2f})"
+    )
+    table = Table("label", "cells")
+    for label, count in sorted(result["labels"].items(), key=lambda kv: -kv[1]):
+        table.add_row(escape(label), str(count))
+    out.print(table)
+
+
+@app.command("finetune")
+def finetune_cmd(
+    model: Model,
+    source: Input,
+    output: Annotated[Path, typer.Option("--output", "-o", help="new model folder to write")],
+    label_column: Annotated[str, typer.Option("--label-column", "-l", help="obs column with the cell types")],
+    epochs: Annotated[int, typer.Option(help="maximum epochs")] = 30,
+    lr: Annotated[float, typer.Option(help="learning rate (Adam)")] = 1e-4,
+    val_fraction: Annotated[float, typer.Option(help="stratified validation share")] = 0.15,
+    patience: Annotated[int, typer.Option(help="stop after this many epochs without a better validation loss")] = 5,
+    model_id: Annotated[str | None, typer.Option("--id", help="id for the new model, e.g. lab/pbmc-cls")] = None,
+    var_column: VarColumn = None,
+    layer: Layer = None,
+    batch_size: BatchSize = 32,
+    seed: Seed = 0,
+    device: Device = None,
+) -> None:
+    """Train a cell-type classifier on labelled cells; writes a publishable model folder."""
+    loaded, finetune = _task("finetune", model, device, None)
+    report = finetune(
+        loaded,
+        source,
+        output,
+        label_column=label_column,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        patience=patience,
+        seed=seed,
+        var_column=var_column,
+        layer=layer,
+        model_id=model_id,
+    )
+    out.print(
+        f"[bold green]fine-tuned[/] {report['epochs_run']} epochs (best {report['best_epoch']}), "
+        f"validation accuracy {report['val_accuracy']:.3f}, macro-F1 {report['val_macro_f1']:.3f} -> {output}"
+    )
+    out.print(f"publish it with: zoo publish {output} --repo ORG/NAME")
 
 
 @app.command("convert")

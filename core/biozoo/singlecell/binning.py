@@ -19,7 +19,8 @@ matters where edges repeat, which integer counts make common. Two ways to draw i
 
 Everything is done for blocks of cells at once (no Python loop over cells): the quantiles follow
 numpy's own ``linear`` formula step by step in the input dtype so the edges are the same bits
-``np.quantile`` gives, and the digitize is one ``searchsorted`` over exact integer keys.
+``np.quantile`` gives, and the digitize counts come from where each edge sits among the sorted
+values (exact comparisons only, no arithmetic on the values).
 """
 
 from __future__ import annotations
@@ -36,24 +37,31 @@ BinMode = Literal["reference", "seeded"]
 _BLOCK_CELLS = 4096
 
 
-def _as_csr(x: Any) -> Any:
-    """A canonical CSR copy-or-view: sorted column indices, no explicit zeros (they are not non-zeros)."""
-    from scipy import sparse
+def _csr_parts(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """(data, column indices, indptr, shape) of the non-zeros, rows in order, columns ascending.
 
-    if sparse.issparse(x):
+    Explicit zeros stored in a sparse matrix are dropped (they are not non-zeros to scGPT, which
+    densifies first). Dense input needs numpy only, so binning works without scipy installed.
+    """
+    if hasattr(x, "tocsr") and hasattr(x, "nnz"):
+        from scipy import sparse
+
         csr = sparse.csr_matrix(x)
         if not csr.has_canonical_format or (csr.data == 0).any():
             csr = csr.copy()
             csr.sum_duplicates()
             csr.eliminate_zeros()
-        return csr
+        return csr.data, csr.indices, csr.indptr, (int(csr.shape[0]), int(csr.shape[1]))
     dense = np.asarray(x)
     if dense.ndim != 2:
         raise DataError(
             f"expected a 2-D cells x genes matrix, got shape {dense.shape}",
             hint="pass adata.X (or a layer), one row per cell",
         )
-    return sparse.csr_matrix(dense)
+    rows, columns = np.nonzero(dense)
+    indptr = np.zeros(dense.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=dense.shape[0]), out=indptr[1:])
+    return dense[rows, columns], columns, indptr, (int(dense.shape[0]), int(dense.shape[1]))
 
 
 def _check_values(data: np.ndarray) -> None:
@@ -69,13 +77,16 @@ def _check_values(data: np.ndarray) -> None:
         )
 
 
-def _quantile_edges(sorted_vals: np.ndarray, starts: np.ndarray, counts: np.ndarray, n_edges: int) -> np.ndarray:
+def _quantile_edges(
+    sorted_vals: np.ndarray, starts: np.ndarray, counts: np.ndarray, n_edges: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-cell ``np.quantile(vals, np.linspace(0, 1, n_edges))``, numpy's ``linear`` method, same bits.
 
     ``sorted_vals`` holds each cell's values ascending, cell after cell, from ``starts`` with
     ``counts`` entries (all > 0). Mirrors numpy's ``_quantile``: virtual index ``(n-1)*q``,
     indices at or past the end clamp to the last value (with numpy's odd gamma there), and
     ``_lerp``: ``a + (b-a)*t`` but ``b - (b-a)*(1-t)`` where ``t >= 0.5``, ``b - a`` in the input dtype.
+    Returns the edges [cells, n_edges] and the positions in ``sorted_vals`` of ``a`` and ``b``.
     """
     q = np.linspace(0, 1, n_edges)
     virtual = (counts - 1).astype(np.float64)[:, None] * q[None, :]
@@ -88,19 +99,56 @@ def _quantile_edges(sorted_vals: np.ndarray, starts: np.ndarray, counts: np.ndar
     following_idx = following.astype(np.intp)
     gamma = virtual - previous_idx
     last = (starts + counts - 1)[:, None]
-    a = sorted_vals[np.where(previous_idx < 0, last, starts[:, None] + previous_idx)]
-    b = sorted_vals[np.where(following_idx < 0, last, starts[:, None] + following_idx)]
+    lo = np.where(previous_idx < 0, last, starts[:, None] + previous_idx)
+    hi = np.where(following_idx < 0, last, starts[:, None] + following_idx)
+    a, b = sorted_vals[lo], sorted_vals[hi]
     diff = b - a
     edges = np.add(a, diff * gamma)
     high = gamma >= 0.5
     np.subtract(b, diff * (1 - gamma), out=edges, where=high, casting="unsafe", dtype=edges.dtype.type)
-    return edges
+    return edges, lo, hi
 
 
-def _digitize_both(values: np.ndarray, value_cell: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell ``np.digitize(v, edges[cell])`` and ``..., right=True`` for all values in one go.
+def _digitize_merged(
+    sorted_vals: np.ndarray, starts: np.ndarray, edges: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``np.digitize`` left and right counts for the sorted values, without comparing every value to every edge.
 
-    Values and edges are replaced by their exact rank among all of them (``np.unique``), so the key
+    Each edge lies between the two neighbouring sorted values it was interpolated from
+    (``sorted_vals[lo] <= edge <= sorted_vals[hi]``), so how many of its cell's values are
+    ``< edge`` (``lt``) and ``<= edge`` (``le``) follows from the tie groups around ``lo``/``hi``.
+    Then, with ``j`` a value's position in its cell, ``#{edges <= v_j} = #{k: lt_k <= j}`` and
+    ``#{edges < v_j} = #{k: le_k <= j}``: two histograms and a cumulative sum. Returns None if
+    rounding ever put an edge outside its neighbours; the caller then uses the exact slow path.
+    """
+    a, b = sorted_vals[lo], sorted_vals[hi]
+    if not (np.all(a <= edges) and np.all(edges <= b)):
+        return None
+    total = sorted_vals.size
+    new_group = np.ones(total, dtype=bool)
+    new_group[1:] = sorted_vals[1:] != sorted_vals[:-1]
+    new_group[starts] = True
+    group_starts = np.flatnonzero(new_group)
+    group_ends = np.append(group_starts[1:], total)
+    group = np.cumsum(new_group) - 1
+    tie_start, tie_end = group_starts[group], group_ends[group]
+    lt = np.where(edges == a, tie_start[lo], tie_end[lo])  # global positions
+    le = np.where(edges == b, tie_end[hi], tie_end[lo])
+    cell_end = np.append(starts[1:], total)[:, None]
+    cell_start = np.repeat(starts, np.diff(np.append(starts, total)))
+    counts_out = []
+    for bound in (lt, le):
+        inside = bound < cell_end  # == cell end: no value of the cell reaches it
+        cumulative = np.zeros(total + 1, dtype=np.int64)
+        np.cumsum(np.bincount(bound[inside], minlength=total), out=cumulative[1:])
+        counts_out.append(cumulative[1:] - cumulative[cell_start])
+    return counts_out[0], counts_out[1]
+
+
+def _digitize_by_rank(values: np.ndarray, value_cell: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell ``np.digitize(v, edges[cell])`` and ``..., right=True`` by exact global ranks (slow, always exact).
+
+    Values and edges are replaced by their rank among all of them (``np.unique``), so the key
     ``cell * n_unique + rank`` orders (cell, value) pairs exactly; the edge keys are then globally
     sorted (edges ascend within a cell) and one ``searchsorted`` per side does every cell.
     """
@@ -125,8 +173,14 @@ def _bin_block(data: np.ndarray, indptr: np.ndarray, n_bins: int, draw: Any) -> 
     value_cell = compact[cell_of_value]
     starts = indptr[:-1][nonempty] - indptr[0]
     order = np.lexsort((data, value_cell))
-    edges = _quantile_edges(data[order], starts, counts[nonempty], n_bins - 1)
-    left, right = _digitize_both(data, value_cell, edges)
+    sorted_vals = data[order]
+    edges, lo, hi = _quantile_edges(sorted_vals, starts, counts[nonempty], n_bins - 1)
+    merged = _digitize_merged(sorted_vals, starts, edges, lo, hi)
+    if merged is None:
+        left, right = _digitize_by_rank(data, value_cell, edges)
+    else:
+        left, right = np.empty(data.size, dtype=np.int64), np.empty(data.size, dtype=np.int64)
+        left[order], right[order] = merged
     rands = draw(data.size)
     digits = rands * (right - left) + left
     return np.ceil(digits).astype(np.int64)
@@ -157,24 +211,27 @@ def bin_values(
     """Bin every cell (row) of a dense or sparse matrix the way scGPT's ``Preprocessor(binning=n_bins)`` does.
 
     Returns int64 bins (0 for zero, 1..n_bins-1 otherwise) as a dense array of ``x``'s shape, or a
-    CSR matrix with ``sparse_output=True`` (it has the same non-zero pattern as ``x``). ``seed`` is
+    scipy CSR matrix with ``sparse_output=True`` (same non-zero pattern as ``x``). ``seed`` is
     for ``mode="seeded"`` only (default 0). Refuses NaN, inf and negative values.
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 3:
-        raise DataError(f"n_bins must be an integer >= 3, got {n_bins!r}", hint="scGPT uses n_bins=51")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 2:
+        raise DataError(f"n_bins must be an integer >= 2, got {n_bins!r}", hint="scGPT uses n_bins=51")
     draw = _drawer(mode, seed)
-    csr = _as_csr(x)
-    _check_values(csr.data)
-    out = np.empty(csr.nnz, dtype=np.int64)
-    for begin in range(0, csr.shape[0], _BLOCK_CELLS):
-        end = min(begin + _BLOCK_CELLS, csr.shape[0])
-        lo, hi = csr.indptr[begin], csr.indptr[end]
+    data, columns, indptr, shape = _csr_parts(x)
+    _check_values(data)
+    out = np.empty(data.size, dtype=np.int64)
+    for begin in range(0, shape[0], _BLOCK_CELLS):
+        end = min(begin + _BLOCK_CELLS, shape[0])
+        lo, hi = indptr[begin], indptr[end]
         if hi > lo:
-            out[lo:hi] = _bin_block(csr.data[lo:hi], csr.indptr[begin : end + 1], int(n_bins), draw)
-    from scipy import sparse
+            out[lo:hi] = _bin_block(data[lo:hi], indptr[begin : end + 1], int(n_bins), draw)
+    if sparse_output:
+        from scipy import sparse
 
-    binned = sparse.csr_matrix((out, csr.indices.copy(), csr.indptr.copy()), shape=csr.shape)
-    return binned if sparse_output else binned.toarray()
+        return sparse.csr_matrix((out, np.array(columns), np.array(indptr)), shape=shape)
+    binned = np.zeros(shape, dtype=np.int64)
+    binned[np.repeat(np.arange(shape[0]), np.diff(indptr)), columns] = out
+    return binned
 
 
 def bin_values_collator_style(

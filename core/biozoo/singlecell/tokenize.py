@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from biozoo.singlecell.binning import _csr_parts
 from biozoo.singlecell.errors import DataError
 
 SamplingMode = Literal["seeded", "reference"]
@@ -70,8 +71,6 @@ def tokenize_cells(
     ``GeneMatch.matched`` first). ``cls_id=None`` adds no CLS token. Zeros are dropped unless
     ``include_zero_genes``; explicit zeros stored in a sparse matrix are dropped too.
     """
-    from scipy import sparse
-
     ids = np.asarray(gene_ids, dtype=np.int64)
     n_cols = x.shape[1] if hasattr(x, "shape") and len(x.shape) == 2 else None
     if n_cols is None:
@@ -88,19 +87,15 @@ def tokenize_cells(
         )
     extra = 0 if cls_id is None else 1
     if include_zero_genes:
-        dense = x.toarray() if sparse.issparse(x) else np.asarray(x)
+        dense = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
         counts = np.full(dense.shape[0], n_cols, dtype=np.int64)
         body_genes = np.tile(ids, dense.shape[0])
         body_values = dense.astype(np.float32, copy=False).ravel()
     else:
-        csr = sparse.csr_matrix(x)
-        if not csr.has_canonical_format or (csr.data == 0).any():
-            csr = csr.copy()
-            csr.sum_duplicates()
-            csr.eliminate_zeros()
-        counts = np.diff(csr.indptr).astype(np.int64)
-        body_genes = ids[csr.indices]
-        body_values = csr.data.astype(np.float32, copy=False)
+        data, columns, indptr, _ = _csr_parts(x)
+        counts = np.diff(indptr).astype(np.int64)
+        body_genes = ids[columns]
+        body_values = data.astype(np.float32, copy=False)
     offsets = np.zeros(counts.size + 1, dtype=np.int64)
     np.cumsum(counts + extra, out=offsets[1:])
     total = int(offsets[-1])
@@ -192,7 +187,7 @@ def length_sorted_batches(
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}", hint="use e.g. batch_size=64")
-    lengths = np.asarray(lengths)
+    lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths if descending else lengths, kind="stable")
     batches = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
     restore = np.empty_like(order)

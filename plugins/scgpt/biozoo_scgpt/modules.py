@@ -262,10 +262,13 @@ class _LayerStack(Component):
 
 
 class ClsDecoder(_LayerStack):
-    """Cell embedding -> class logits."""
+    """Cell embedding -> class logits; ``labels`` names the classes (kept in the manifest, not the weights)."""
 
-    def __init__(self, d_model: int, n_cls: int, nlayers: int = 3) -> None:
+    def __init__(self, d_model: int, n_cls: int, nlayers: int = 3, labels: list[str] | None = None) -> None:
         super().__init__(d_model, n_cls, nlayers, nn.ReLU)
+        if labels is not None and len(labels) != n_cls:
+            raise ValueError(f"{len(labels)} labels for {n_cls} classes")
+        self.labels = list(labels) if labels is not None else None
 
     def ports(self) -> Ports:
         return Ports(

@@ -1,0 +1,309 @@
+"""From AnnData to embeddings, annotations and fine-tuned models, for scGPT models.
+
+The pipeline per cell: check the expression (finite, non-negative, no empty
+cells, unique genes), match genes to the vocabulary by a chosen ``var``
+column, bring the values to what the model was trained on (raw counts are
+normalised and log1p-transformed; log-normalised input is used as is; scaled
+input is refused), bin per cell, tokenize as ``[<cls>] + expressed genes``,
+and run in batches sorted by length so that little compute goes to padding.
+Outputs are written atomically, with provenance in ``uns``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from biozoo.errors import BiozooError
+from biozoo.singlecell.anndata_io import match_genes, read_h5ad, validate_expression, write_h5ad_atomic
+from biozoo.singlecell.binning import bin_values
+from biozoo.singlecell.errors import DataError
+from biozoo.singlecell.normalize import log1p, normalize_total
+from biozoo.singlecell.tokenize import TokenizedCells, length_sorted_batches, pad_cells, tokenize_cells
+from biozoo.singlecell.vocab import GeneVocabulary
+
+EMBEDDING_KEY = "X_scGPT"
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What an scGPT model expects, read from its manifest's ``preprocessing`` section."""
+
+    vocabulary: GeneVocabulary
+    n_bins: int = 51
+    max_seq_len: int = 1200
+    pad_token: str = "<pad>"
+    cls_token: str = "<cls>"
+    pad_value: float = -2
+    cls_value: float = -2
+    gene_column: str | None = None
+    normalize_total: float = 1e4
+    binning: str = "seeded"  # or "reference": numpy's global RNG, as scGPT's Preprocessor
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> InputContract:
+        manifest = getattr(model, "zoo_manifest", None)
+        location = getattr(model, "zoo_location", None)
+        if manifest is None or manifest.preprocessing is None or location is None:
+            raise BiozooError(
+                "this model has no preprocessing section in its manifest, so its input genes are unknown",
+                "load models with biozoo.load(); converted and published scGPT models carry a vocabulary",
+            )
+        pre = manifest.preprocessing
+        if "vocabulary" not in pre.files:
+            raise BiozooError(f"{manifest.id}: preprocessing.files has no 'vocabulary'")
+        vocab = GeneVocabulary.from_json(location.file(pre.files["vocabulary"]))
+        config = dict(pre.config)
+        column = config.pop("gene_column", None)
+        known = {f for f in cls.__dataclass_fields__ if f not in ("vocabulary", "gene_column")}
+        return cls(
+            vocabulary=vocab,
+            gene_column=None if column in (None, "index") else column,
+            **{k: v for k, v in config.items() if k in known},
+        )
+
+
+@dataclass
+class PreparedCells:
+    """Tokenized cells plus what happened on the way (for reports and provenance)."""
+
+    cells: TokenizedCells
+    n_genes_matched: int
+    n_genes_total: int
+    input_kind: str
+    steps: list[str] = field(default_factory=list)
+
+
+def prepare(
+    adata: Any,
+    contract: InputContract,
+    *,
+    var_column: str | None = None,
+    layer: str | None = None,
+    seed: int = 0,
+    min_gene_fraction: float = 0.5,
+) -> PreparedCells:
+    """Checks, gene matching, normalisation, binning and tokenization (see the module docstring)."""
+    column = var_column if var_column is not None else contract.gene_column
+    kind = validate_expression(adata, layer=layer, var_column=column)
+    if kind == "scaled":
+        raise DataError(
+            "the expression matrix is scaled (negative values)",
+            hint="use raw counts or log-normalised data (e.g. adata.raw.to_adata())",
+        )
+    match = match_genes(adata, contract.vocabulary, column, min_fraction=0.0)
+    vocab_genes = len(contract.vocabulary) - 3
+    if match.fraction < min_gene_fraction and match.n_matched < min_gene_fraction * vocab_genes:
+        # neither most of the data's genes nor most of the model's genes: refuse, with match_genes' diagnosis
+        match_genes(adata, contract.vocabulary, column, min_fraction=min_gene_fraction)
+    x = adata.X if layer is None else adata.layers[layer]
+    x = x[:, match.matched]
+    steps = [f"matched {match.n_matched}/{match.n_total} genes"]
+    if kind == "counts":
+        x = log1p(normalize_total(x, contract.normalize_total))
+        steps.append(f"normalize_total({contract.normalize_total:g}) + log1p (input: raw counts)")
+    elif kind == "normalized":
+        x = log1p(x)
+        steps.append("log1p (input: normalised, not logged)")
+    else:
+        steps.append("used as is (input: log-normalised)")
+    binned = bin_values(x, contract.n_bins, mode=contract.binning, seed=seed, sparse_output=True)
+    steps.append(f"binned into {contract.n_bins} bins per cell ({contract.binning} ties, seed {seed})")
+    cells = tokenize_cells(
+        binned, match.ids[match.matched], cls_id=contract.vocabulary[contract.cls_token], cls_value=contract.cls_value
+    )
+    empty = np.flatnonzero(cells.lengths <= 1)
+    if empty.size:
+        names = ", ".join(str(adata.obs_names[i]) for i in empty[:5])
+        raise DataError(
+            f"{empty.size} cells express none of the model's genes (e.g. {names})",
+            hint="drop them, or check the gene column",
+        )
+    return PreparedCells(cells, match.n_matched, match.n_total, kind, steps)
+
+
+def batches(
+    prepared: PreparedCells,
+    contract: InputContract,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    progress: bool = True,
+    order: np.ndarray | None = None,
+) -> Iterator[tuple[np.ndarray, dict]]:
+    """Yield ``(cell indices, model inputs)`` over length-sorted, right-padded batches."""
+    from tqdm.auto import tqdm
+
+    cells = prepared.cells
+    if order is None:
+        groups, _ = length_sorted_batches(cells.lengths, batch_size)
+    else:
+        groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng = np.random.default_rng(seed)
+    pad_id = contract.vocabulary[contract.pad_token]
+    for idx in tqdm(groups, desc="cells", unit="batch", disable=not progress, leave=False):
+        batch = pad_cells(
+            cells, idx, pad_id=pad_id, pad_value=contract.pad_value, max_len=contract.max_seq_len, seed=rng
+        )
+        yield (
+            idx,
+            {
+                "src": torch.from_numpy(batch.genes).to(device),
+                "values": torch.from_numpy(batch.values).to(device),
+                "src_key_padding_mask": torch.from_numpy(batch.padding_mask).to(device),
+            },
+        )
+
+
+def _run(
+    model: torch.nn.Module,
+    prepared: PreparedCells,
+    contract: InputContract,
+    fn: Callable[[dict], torch.Tensor],
+    batch_size: int,
+    seed: int,
+    progress: bool,
+) -> np.ndarray:
+    device = next(model.parameters()).device
+    out: np.ndarray | None = None
+    with torch.inference_mode():
+        for idx, inputs in batches(prepared, contract, batch_size, device, seed, progress):
+            values = fn(inputs).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(prepared.cells), *values.shape[1:]), dtype=np.float32)
+            out[idx] = values
+    assert out is not None
+    return out
+
+
+def cell_embeddings(
+    model: torch.nn.Module,
+    adata: Any,
+    *,
+    batch_size: int = 64,
+    var_column: str | None = None,
+    layer: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[np.ndarray, PreparedCells]:
+    """L2-normalised CLS embeddings ``[cells, d]`` (what scGPT's ``embed_data`` returns)."""
+    contract = InputContract.of(model)
+    prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
+
+    def fn(inputs: dict) -> torch.Tensor:
+        hidden = model.encode(inputs["src"], inputs["values"], inputs["src_key_padding_mask"])
+        return F.normalize(model.cell_embedding(hidden, inputs["values"]), p=2, dim=1)
+
+    return _run(model, prepared, contract, fn, batch_size, seed, progress), prepared
+
+
+def class_probabilities(
+    model: torch.nn.Module,
+    adata: Any,
+    *,
+    batch_size: int = 64,
+    var_column: str | None = None,
+    layer: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[np.ndarray, list[str]]:
+    """Softmax over the model's cell-type classes ``[cells, classes]`` and the class names."""
+    if model.cls_decoder is None:
+        raise BiozooError(
+            f"{model.zoo_manifest.id} has no classification head",
+            "annotate with a fine-tuned model, e.g. scgpt/cls, or run `zoo finetune` first",
+        )
+    labels = model.cls_decoder.labels or [str(i) for i in range(model.cls_decoder.n_cls)]
+    contract = InputContract.of(model)
+    prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
+
+    def fn(inputs: dict) -> torch.Tensor:
+        return torch.softmax(model(**inputs, CLS=True)["cls_output"], dim=-1)
+
+    return _run(model, prepared, contract, fn, batch_size, seed, progress), labels
+
+
+# -- tasks behind `zoo embed`, `zoo annotate`, `zoo finetune` -----------------------------------------------------
+
+
+def _provenance(model: torch.nn.Module, task: str, seed: int, prepared: PreparedCells | None = None) -> dict:
+    from biozoo_scgpt import __version__
+
+    manifest = model.zoo_manifest
+    return {
+        "task": task,
+        "model": manifest.id,
+        "origin": model.zoo_report.origin,
+        "weights_sha256": {f.path: f.sha256 for f in manifest.weights.files} if manifest.weights else {},
+        "plugin": f"biozoo-scgpt {__version__}",
+        "seed": seed,
+        "preprocessing": prepared.steps if prepared else [],
+    }
+
+
+def embed(
+    model: torch.nn.Module,
+    input_path: Path,
+    output_path: Path,
+    *,
+    batch_size: int = 64,
+    var_column: str | None = None,
+    layer: str | None = None,
+    seed: int = 0,
+    key: str = EMBEDDING_KEY,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``obsm[key]`` (cell embeddings) and ``uns['biozoo']`` provenance to a new h5ad."""
+    adata = read_h5ad(input_path)
+    emb, prepared = cell_embeddings(
+        model, adata, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed, progress=progress
+    )
+    adata.obsm[key] = emb
+    adata.uns.setdefault("biozoo", {})[key] = _provenance(model, "embed", seed, prepared)
+    write_h5ad_atomic(adata, output_path)
+    return {"cells": adata.n_obs, "dims": emb.shape[1], "key": f"obsm[{key!r}]", "steps": prepared.steps}
+
+
+def annotate(
+    model: torch.nn.Module,
+    input_path: Path,
+    output_path: Path,
+    *,
+    batch_size: int = 64,
+    var_column: str | None = None,
+    layer: str | None = None,
+    seed: int = 0,
+    key: str = "scgpt",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``obs[f'{key}_label']`` and ``obs[f'{key}_confidence']`` (softmax of the predicted class)."""
+    import pandas as pd
+
+    adata = read_h5ad(input_path)
+    probs, labels = class_probabilities(
+        model, adata, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed, progress=progress
+    )
+    best = probs.argmax(axis=1)
+    adata.obs[f"{key}_label"] = pd.Categorical([labels[i] for i in best], categories=labels)
+    adata.obs[f"{key}_confidence"] = probs[np.arange(len(best)), best].astype(np.float32)
+    adata.uns.setdefault("biozoo", {})[f"{key}_label"] = {**_provenance(model, "annotate", seed), "classes": labels}
+    write_h5ad_atomic(adata, output_path)
+    counts = adata.obs[f"{key}_label"].value_counts()
+    return {
+        "cells": adata.n_obs,
+        "labels": {str(k): int(v) for k, v in counts.items() if v},
+        "mean_confidence": float(adata.obs[f"{key}_confidence"].mean()),
+    }
+
+
+def finetune(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Cell-type fine-tuning; see :mod:`biozoo_scgpt.finetune`."""
+    from biozoo_scgpt.finetune import finetune as run
+
+    return run(*args, **kwargs)
