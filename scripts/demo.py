@@ -9,9 +9,11 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> None:
@@ -39,6 +41,19 @@ def main() -> None:
     print("logits:", [round(x, 4) for x in out["logits"][0].tolist()])
     for row in biozoo.explain(model):
         print(f"  {row['module']}: ran {row['ran']} ({row['reason']})")
+
+    # scGPT on real cells: held-out PBMCs the shipped classifier never saw
+    run("list", "scgpt")
+    run("verify", "scgpt/cls")
+    cells = ROOT / "examples" / "pbmc68k_test.h5ad"
+    out = Path(tempfile.mkdtemp()) / "annotated.h5ad"
+    run("embed", "scgpt/cls", str(cells), "-o", str(out.with_name("embedded.h5ad")))
+    run("annotate", "scgpt/cls", str(cells), "-o", str(out))
+    import anndata
+
+    annotated = anndata.read_h5ad(out)
+    agree = (annotated.obs["scgpt_label"].astype(str) == annotated.obs["bulk_labels"].astype(str)).mean()
+    print(f"\nagreement with the dataset's bulk_labels on {annotated.n_obs} held-out cells: {agree:.1%}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,3 +41,28 @@ def atomic_write_bytes(target: Path | str, data: bytes) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return Path(target)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path | str) -> Iterator[Path]:
+    """Yield a staging folder beside ``target``; it becomes ``target`` only if the block succeeds.
+
+    ``target`` must not exist (nothing is overwritten). The folder gets the usual permissions
+    (``0o777`` less the umask), not the private ones of a temporary directory.
+    """
+    target = Path(target)
+    if target.exists():
+        from biozoo.errors import BiozooError
+
+        raise BiozooError(f"{target} already exists", "choose a new output folder (nothing is overwritten)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    try:
+        yield staging
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

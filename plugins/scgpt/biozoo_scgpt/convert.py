@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +141,8 @@ def convert_checkpoint(source: Path | str, output: Path | str, *, model_id: str 
     source, output = Path(source), Path(output)
     if output.exists():
         raise WeightsError(f"{output} already exists", "choose a new output folder (nothing is overwritten)")
+    from biozoo.utils.atomic import atomic_directory
+
     args = _read_args(source)
     vocab = load_vocab(source / "vocab.json")
     state = convert_state_dict(_read_checkpoint(source / "best_model.pt"))
@@ -180,9 +180,7 @@ def convert_checkpoint(source: Path | str, output: Path | str, *, model_id: str 
             "the checkpoint does not match the model its args.json describes:\n" + diff.render(),
             "check that args.json, vocab.json and best_model.pt belong together",
         )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_directory(output) as staging:
         save_file(state, staging / "model.safetensors", metadata={"format": "pt", "converted_from": "scGPT"})
         atomic_write_text(staging / "vocab.json", json.dumps(vocab, indent=2))
         manifest = {
@@ -203,10 +201,6 @@ def convert_checkpoint(source: Path | str, output: Path | str, *, model_id: str 
         from biozoo.manifest.io import write_manifest
 
         write_manifest(parse_manifest(manifest), staging)
-        staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output
 
 

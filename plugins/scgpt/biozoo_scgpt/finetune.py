@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from biozoo.manifest.io import parse_manifest, write_manifest
 from biozoo.singlecell.anndata_io import read_h5ad
 from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.tokenize import pad_cells
+from biozoo.utils.atomic import atomic_directory
 from biozoo.utils.hashing import sha256_file
 from biozoo_scgpt.modules import ClsDecoder
 from biozoo_scgpt.tasks import InputContract, prepare
@@ -107,6 +106,7 @@ def finetune(
         }
 
     def evaluate(indices: np.ndarray) -> tuple[float, np.ndarray]:
+        was_training = model.training
         model.eval()
         losses, preds = [], []
         with torch.no_grad():
@@ -115,7 +115,7 @@ def finetune(
                 logits = model(**batch(part), CLS=True)["cls_output"]
                 losses.append(F.cross_entropy(logits, torch.from_numpy(y[part]), reduction="sum").item())
                 preds.append(logits.argmax(-1).numpy())
-        model.train()
+        model.train(was_training)
         return sum(losses) / len(indices), np.concatenate(preds)
 
     best = (float("inf"), -1, copy.deepcopy(model.state_dict()))
@@ -177,6 +177,7 @@ def _write_folder(
 ) -> None:
     from safetensors.torch import save_file
 
+    model.eval()  # test vectors are inference outputs (no dropout)
     base = model.zoo_manifest
     data = base.model_dump(mode="json", exclude_defaults=True)
     data["id"] = model_id or f"{base.id}-finetuned"
@@ -193,9 +194,7 @@ def _write_folder(
     data["description"] = (
         f"{base.id} fine-tuned by biozoo to classify cells by {label_column!r} ({len(report['classes'])} classes)"
     )
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with atomic_directory(output_dir) as staging:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, staging / "model.safetensors", metadata={"format": "pt"})
         contract.vocabulary.to_json(staging / "vocab.json")
@@ -221,7 +220,3 @@ def _write_folder(
         metadata = {k: v for k, v in report.items() if k != "history"}
         data["metadata"] = {**data.get("metadata", {}), "finetune": json.loads(json.dumps(metadata))}
         write_manifest(parse_manifest(data), staging)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

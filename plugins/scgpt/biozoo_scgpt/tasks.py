@@ -12,7 +12,7 @@ Outputs are written atomically, with provenance in ``uns``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,13 @@ class InputContract:
     binning: str = "seeded"  # or "reference": numpy's global RNG, as scGPT's Preprocessor
 
     @classmethod
-    def of(cls, model: torch.nn.Module) -> InputContract:
+    def of(cls, model: torch.nn.Module, binning: str | None = None) -> InputContract:
+        """The model's contract; ``binning`` overrides how ties are broken ("seeded" or "reference")."""
+        contract = cls._of(model)
+        return contract if binning is None else replace(contract, binning=binning)
+
+    @classmethod
+    def _of(cls, model: torch.nn.Module) -> InputContract:
         manifest = getattr(model, "zoo_manifest", None)
         location = getattr(model, "zoo_location", None)
         if manifest is None or manifest.preprocessing is None or location is None:
@@ -113,8 +119,12 @@ def prepare(
         steps.append("log1p (input: normalised, not logged)")
     else:
         steps.append("used as is (input: log-normalised)")
-    binned = bin_values(x, contract.n_bins, mode=contract.binning, seed=seed, sparse_output=True)
-    steps.append(f"binned into {contract.n_bins} bins per cell ({contract.binning} ties, seed {seed})")
+    if contract.binning == "reference":  # numpy's global RNG, exactly as scGPT's Preprocessor
+        binned = bin_values(x, contract.n_bins, mode="reference", sparse_output=True)
+        steps.append(f"binned into {contract.n_bins} bins per cell (ties from numpy's global RNG, as scGPT)")
+    else:
+        binned = bin_values(x, contract.n_bins, mode="seeded", seed=seed, sparse_output=True)
+        steps.append(f"binned into {contract.n_bins} bins per cell (ties broken with seed {seed})")
     cells = tokenize_cells(
         binned, match.ids[match.matched], cls_id=contract.vocabulary[contract.cls_token], cls_value=contract.cls_value
     )
@@ -191,9 +201,10 @@ def cell_embeddings(
     layer: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    binning: str | None = None,
 ) -> tuple[np.ndarray, PreparedCells]:
     """L2-normalised CLS embeddings ``[cells, d]`` (what scGPT's ``embed_data`` returns)."""
-    contract = InputContract.of(model)
+    contract = InputContract.of(model, binning)
     prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
 
     def fn(inputs: dict) -> torch.Tensor:
@@ -212,6 +223,7 @@ def class_probabilities(
     layer: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    binning: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Softmax over the model's cell-type classes ``[cells, classes]`` and the class names."""
     if model.cls_decoder is None:
@@ -220,7 +232,7 @@ def class_probabilities(
             "annotate with a fine-tuned model, e.g. scgpt/cls, or run `zoo finetune` first",
         )
     labels = model.cls_decoder.labels or [str(i) for i in range(model.cls_decoder.n_cls)]
-    contract = InputContract.of(model)
+    contract = InputContract.of(model, binning)
     prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
 
     def fn(inputs: dict) -> torch.Tensor:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from scgpt_reference_models import load_reference_models
 
 import biozoo
 from biozoo.errors import WeightsError
 from biozoo_scgpt.convert import convert_checkpoint
+from tests.support.scgpt_reference import load_reference_models
 
 NTOKEN_GENES, D, HEADS, LAYERS = 50, 32, 4, 2
 ARGS = {

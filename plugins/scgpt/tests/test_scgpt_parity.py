@@ -6,11 +6,11 @@ import itertools
 
 import pytest
 import torch
-from scgpt_reference_models import load_reference_models
 
 from biozoo.attention import set_processor
 from biozoo_scgpt.convert import convert_state_dict
 from biozoo_scgpt.reference_config import build
+from tests.support.scgpt_reference import load_reference_models
 
 ATOL = 1e-5
 NTOKEN, D, HEADS, D_HID, LAYERS, N_CLS, N_BATCH = 40, 32, 4, 48, 2, 5, 3
