@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -353,11 +354,17 @@ class ScGPTGenerator(_ScGPTBase):
         return (Port("cell_emb", CELL_EMB, ("B", self.d_model)),)
 
     def _binned(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-row binning before encoding, as the reference does when ``n_input_bins > 0``.
+
+        Ties are drawn from numpy's global RNG like the reference's ``binning()``; the result is
+        cast back to the values' float dtype (the reference feeds int64 to a float layer and fails).
+        """
         if self.n_input_bins <= 0:
             return values
-        from biozoo.singlecell.binning import bin_rows_collator_style
+        from biozoo.singlecell.binning import bin_values_collator_style
 
-        return torch.as_tensor(bin_rows_collator_style(values.cpu().numpy(), self.n_input_bins), device=values.device)
+        rows = [bin_values_collator_style(row, self.n_input_bins, mode="reference") for row in values.cpu().numpy()]
+        return torch.as_tensor(np.stack(rows), device=values.device, dtype=values.dtype)
 
     def encode(
         self,

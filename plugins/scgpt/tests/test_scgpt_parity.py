@@ -236,3 +236,59 @@ def test_transformer_generator_matches_reference(ref, options: dict) -> None:
         torch.manual_seed(11)
         got = ours(src, values, flags, mask, CLS=True, MVC=bool(options.get("do_mvc")), ECS=True)
     _compare(want, got, mask)
+
+
+def test_square_subsequent_mask_matches_reference(ref) -> None:
+    from biozoo_scgpt.model import generate_square_subsequent_mask
+
+    assert torch.equal(generate_square_subsequent_mask(6), ref.model.generate_square_subsequent_mask(6))
+
+
+def test_gradient_reversal_matches_reference(ref) -> None:
+    from biozoo_scgpt.modules import AdversarialDiscriminator
+
+    torch.manual_seed(2)
+    reference = ref.model.AdversarialDiscriminator(D, N_BATCH, reverse_grad=True)
+    ours = AdversarialDiscriminator(D, N_BATCH, reverse_grad=True)
+    ours.load_state_dict(reference.state_dict())
+    x1 = torch.randn(4, D, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    reference(x1).square().sum().backward()
+    ours(x2).square().sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-6, rtol=0)
+    plain = AdversarialDiscriminator(D, N_BATCH, reverse_grad=False)
+    plain.load_state_dict(reference.state_dict())
+    x3 = x1.detach().clone().requires_grad_(True)
+    plain(x3).square().sum().backward()
+    torch.testing.assert_close(x3.grad, -x1.grad, atol=1e-6, rtol=0)  # reversal really flips the sign
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_domain_specific_batchnorm_2d_matches_reference(ref, train: bool) -> None:
+    from biozoo_scgpt.modules import DomainSpecificBatchNorm2d
+
+    torch.manual_seed(6)
+    reference = ref.dsbn.DomainSpecificBatchNorm2d(3, 2, eps=6.1e-5)
+    ours = DomainSpecificBatchNorm2d(3, 2, eps=6.1e-5)
+    ours.load_state_dict(reference.state_dict())
+    reference.train(train)
+    ours.train(train)
+    x = torch.randn(5, 3, 4, 4)
+    torch.testing.assert_close(ours(x, 1), reference(x, 1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(ours.bns[1].running_mean, reference.bns[1].running_mean, atol=1e-6, rtol=0)
+
+
+def test_generator_bins_values_like_the_reference(ref) -> None:
+    """With n_input_bins > 0 both bin each row first (ties from numpy's global RNG)."""
+    import numpy as np
+
+    from tests.support.scgpt_reference import load_reference
+
+    binning = load_reference().preprocess.binning
+    _, ours = _pair(ref, kind="generator", pad_value=-2, n_input_bins=11)
+    values = torch.rand(3, 9) * 5
+    values[:, ::3] = 0
+    np.random.seed(3)
+    want = torch.stack([binning(row, n_bins=11) for row in values]).float()
+    np.random.seed(3)
+    torch.testing.assert_close(ours._binned(values), want)
