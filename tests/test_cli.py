@@ -137,3 +137,11 @@ def test_python_api_mirrors_the_cli() -> None:
     assert ids == cli_ids
     checks = biozoo.verify("core/tiny-transformer", processor="eager")
     assert {c.name for c in checks} == {"embedding", "logits"} and all(c.ok for c in checks)
+
+
+def test_explain_reports_the_kernel_each_layer_ran() -> None:
+    rows = json.loads(zoo("explain", "core/tiny-transformer", "--json").stdout)
+    assert [r["module"] for r in rows] == ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
+    assert all(r["ran"] == "sdpa" and r["requested"] == "auto (default)" for r in rows)
+    named = json.loads(zoo("explain", "core/tiny-transformer", "--processor", "eager", "--json").stdout)
+    assert all(r["ran"] == "eager" and "set on the model" in r["requested"] for r in named)

@@ -213,6 +213,22 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise ManifestError(f"unknown dtype {dtype!r}", f"use one of {', '.join(names)}") from None
 
 
+def explain_model(source: str | Path, *, processor: str | None = None) -> list[dict[str, str]]:
+    """Run the model's test vectors (if it has any), then report which kernel each attention layer ran and why."""
+    import torch
+    from safetensors.torch import load_file
+
+    from biozoo.attention import explain
+
+    model = load(source, processor=processor)
+    vectors = model.zoo_manifest.test_vectors
+    if vectors is not None:
+        tensors = load_file(str(model.zoo_location.file(vectors.file)))
+        with torch.no_grad():
+            model(**{k.removeprefix("input."): v for k, v in tensors.items() if k.startswith("input.")})
+    return explain(model)
+
+
 # -- verification ----------------------------------------------------------------------------------------------
 
 

@@ -65,6 +65,7 @@ class ProcessorCaps:
     dtypes: frozenset[str] = frozenset({"float32", "float64", "bfloat16", "float16"})
     devices: frozenset[str] = frozenset({"cpu", "cuda", "mps"})
     exact: bool = False  # reference math, checkable against float64
+    approximate: bool = False  # computes a different function (e.g. linear attention): never chosen by `auto`
 
     def as_row(self) -> dict[str, str]:
         return {

@@ -77,13 +77,16 @@ def _choose_auto(q: Any, k: Any, call: AttentionCall) -> tuple[Any, str]:
     registry = _registry()
     rejected = []
     for processor in registry.processors_by_priority():
+        if processor.caps.approximate:
+            continue  # a different function than softmax attention: only when asked for by name
         ok, why = processor.available()
         if not ok:
             rejected.append(f"{processor.name}: {why}")
             continue
         missing = unsupported(processor.caps, call, q, k)
         if not missing:
-            return processor, f"auto: best available fit (skipped: {'; '.join(rejected) or 'none'})"
+            skipped = f"; skipped {'; '.join(rejected)}" if rejected else ""
+            return processor, f"auto: highest-priority kernel that fits this call{skipped}"
         rejected.append(f"{processor.name}: lacks {', '.join(missing)}")
     raise AttentionError(f"no attention processor can run this call: {'; '.join(rejected)}")
 
@@ -109,7 +112,7 @@ def attend(module: AttentionSettable, q: Any, k: Any, v: Any, call: AttentionCal
                 f"attention processor {name!r} (from {source}) cannot run this call: it lacks {', '.join(missing)}",
                 f"processors that can: {', '.join(able) or 'none'}; or use 'auto'",
             )
-        reason = f"requested by {source}"
+        reason = f"named ({source})"
     module.last_decision = Decision(requested=name, ran=processor.name, reason=reason)
     return processor(q, k, v, call)
 

@@ -221,6 +221,28 @@ def verify_cmd(
     out.print(f"[bold green]{model} reproduces its test vectors[/]")
 
 
+@app.command("explain")
+def explain_cmd(
+    model: Annotated[str, typer.Argument(help="registry id, model folder, or hf://ORG/NAME@REV")],
+    processor: Annotated[str | None, typer.Option(help="attention processor to request for every layer")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Which attention kernel each layer actually ran on the model's test vectors, and why."""
+    from biozoo import api
+
+    rows = api.explain_model(model, processor=processor)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table()
+    table.add_column("module", no_wrap=True, min_width=max([len(r["module"]) for r in rows] + [6]))
+    for column in ("requested", "ran", "why"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(escape(row["module"]), escape(row["requested"]), row["ran"], escape(row["reason"]))
+    out.print(table)
+
+
 @app.command("publish")
 def publish_cmd(
     folder: Annotated[Path, typer.Argument(help="model folder with manifest.yaml", exists=True, file_okay=False)],
