@@ -25,8 +25,8 @@ def _hidden(d: int) -> Port:
     return Port("hidden", HIDDEN, ("B", "T", d))
 
 
-class GeneEncoder(Component):
-    """Gene token ids -> ``LayerNorm(Embedding(ids))``."""
+class _EmbeddingNorm(Component):
+    """``LayerNorm(Embedding(x))`` with the reference's names (``embedding``, ``enc_norm``)."""
 
     kind = ComponentKind.ENCODER
 
@@ -36,14 +36,18 @@ class GeneEncoder(Component):
         self.embedding = nn.Embedding(num_embeddings, embedding_dim, padding_idx=padding_idx)
         self.enc_norm = nn.LayerNorm(embedding_dim)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc_norm(self.embedding(x.long()))
+
+
+class GeneEncoder(_EmbeddingNorm):
+    """Gene token ids -> ``LayerNorm(Embedding(ids))``."""
+
     def ports(self) -> Ports:
         return Ports(
             inputs=(Port("src", GENE_IDS, ("B", "T")),),
             outputs=(_hidden(self.d), Port("gene_embs", GENE_EMB, ("B", "T", self.d))),
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.enc_norm(self.embedding(x))
 
 
 class ContinuousValueEncoder(Component):
@@ -70,23 +74,13 @@ class ContinuousValueEncoder(Component):
         return self.dropout(self.norm(x))
 
 
-class CategoryValueEncoder(Component):
+class CategoryValueEncoder(_EmbeddingNorm):
     """Binned expression values (integers) -> ``LN(Embedding(bins))``."""
 
-    kind = ComponentKind.ENCODER
     style = "category"
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None) -> None:
-        super().__init__()
-        self.d = embedding_dim
-        self.embedding = nn.Embedding(num_embeddings, embedding_dim, padding_idx=padding_idx)
-        self.enc_norm = nn.LayerNorm(embedding_dim)
 
     def ports(self) -> Ports:
         return Ports(inputs=(Port("values", VALUES, ("B", "T")),), outputs=(_hidden(self.d),))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.enc_norm(self.embedding(x.long()))
 
 
 class ScalingValueEncoder(Component):
@@ -106,25 +100,14 @@ class ScalingValueEncoder(Component):
         return x
 
 
-class BatchLabelEncoder(Component):
+class BatchLabelEncoder(_EmbeddingNorm):
     """Batch labels ``[B]`` -> ``LN(Embedding(labels))`` ``[B, d]``."""
-
-    kind = ComponentKind.ENCODER
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None) -> None:
-        super().__init__()
-        self.d = embedding_dim
-        self.embedding = nn.Embedding(num_embeddings, embedding_dim, padding_idx=padding_idx)
-        self.enc_norm = nn.LayerNorm(embedding_dim)
 
     def ports(self) -> Ports:
         return Ports(
             inputs=(Port("batch_labels", "batch-labels", ("B",)),),
             outputs=(Port("batch_emb", BATCH_EMB, ("B", self.d)),),
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.enc_norm(self.embedding(x))
 
 
 class DomainSpecificBatchNorm(nn.Module):

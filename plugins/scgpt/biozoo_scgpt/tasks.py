@@ -171,15 +171,22 @@ def batches(
         )
 
 
-def _run(
+def run_cells(
     model: torch.nn.Module,
-    prepared: PreparedCells,
-    contract: InputContract,
+    adata: Any,
     fn: Callable[[dict], torch.Tensor],
-    batch_size: int,
-    seed: int,
-    progress: bool,
-) -> np.ndarray:
+    *,
+    batch_size: int = 64,
+    var_column: str | None = None,
+    layer: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    binning: str | None = None,
+) -> tuple[np.ndarray, PreparedCells]:
+    """Prepare ``adata`` for ``model``, run ``fn(inputs) -> [batch, ...]`` over length-sorted batches,
+    and return the results in cell order (inference mode)."""
+    contract = InputContract.of(model, binning)
+    prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
     device = next(model.parameters()).device
     out: np.ndarray | None = None
     with torch.inference_mode():
@@ -189,42 +196,20 @@ def _run(
                 out = np.empty((len(prepared.cells), *values.shape[1:]), dtype=np.float32)
             out[idx] = values
     assert out is not None
-    return out
+    return out, prepared
 
 
-def cell_embeddings(
-    model: torch.nn.Module,
-    adata: Any,
-    *,
-    batch_size: int = 64,
-    var_column: str | None = None,
-    layer: str | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    binning: str | None = None,
-) -> tuple[np.ndarray, PreparedCells]:
-    """L2-normalised CLS embeddings ``[cells, d]`` (what scGPT's ``embed_data`` returns)."""
-    contract = InputContract.of(model, binning)
-    prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
+def cell_embeddings(model: torch.nn.Module, adata: Any, **options: Any) -> tuple[np.ndarray, PreparedCells]:
+    """L2-normalised CLS embeddings ``[cells, d]`` (what scGPT's ``embed_data`` returns); options as run_cells."""
 
     def fn(inputs: dict) -> torch.Tensor:
         hidden = model.encode(inputs["src"], inputs["values"], inputs["src_key_padding_mask"])
         return F.normalize(model.cell_embedding(hidden, inputs["values"]), p=2, dim=1)
 
-    return _run(model, prepared, contract, fn, batch_size, seed, progress), prepared
+    return run_cells(model, adata, fn, **options)
 
 
-def class_probabilities(
-    model: torch.nn.Module,
-    adata: Any,
-    *,
-    batch_size: int = 64,
-    var_column: str | None = None,
-    layer: str | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    binning: str | None = None,
-) -> tuple[np.ndarray, list[str]]:
+def class_probabilities(model: torch.nn.Module, adata: Any, **options: Any) -> tuple[np.ndarray, list[str]]:
     """Softmax over the model's cell-type classes ``[cells, classes]`` and the class names."""
     if model.cls_decoder is None:
         raise BiozooError(
@@ -232,13 +217,11 @@ def class_probabilities(
             "annotate with a fine-tuned model, e.g. scgpt/cls, or run `zoo finetune` first",
         )
     labels = model.cls_decoder.labels or [str(i) for i in range(model.cls_decoder.n_cls)]
-    contract = InputContract.of(model, binning)
-    prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
 
     def fn(inputs: dict) -> torch.Tensor:
         return torch.softmax(model(**inputs, CLS=True)["cls_output"], dim=-1)
 
-    return _run(model, prepared, contract, fn, batch_size, seed, progress), labels
+    return run_cells(model, adata, fn, **options)[0], labels
 
 
 # -- tasks behind `zoo embed`, `zoo annotate`, `zoo finetune` -----------------------------------------------------
