@@ -28,7 +28,9 @@ Method:
   call, the kernel's peak-RSS counter is reset (``/proc/self/clear_refs``);
   the column is VmHWM after one more call minus VmRSS before it: what that
   call allocated at its peak (inputs and weights excluded).
-* 2 torch threads (the CPU host has 2 vCPUs); ``torch.inference_mode``.
+* 2 torch threads (the CPU host has 2 vCPUs; ``--threads 1`` when other processes are busy: a
+  descheduled OpenMP thread stalls every parallel region, which hurts kernels made of many small
+  calls, such as ``varlen``, far more than one big call); ``torch.inference_mode``.
 
 Run from the repository root (check ``uptime`` first: another heavy process
 skews both columns):
@@ -90,7 +92,7 @@ def _setup(shape: Shape, variants: list[str]) -> tuple[dict[str, Any], Any]:
     from biozoo.attention import set_processor
     from biozoo.nn.attention import MultiHeadAttention
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     torch.manual_seed(0)
     lengths = shape.lengths()
     s = max(lengths)
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--kernels", default=",".join(BIOZOO + DIFFUSERS))
     parser.add_argument("--shapes", default=None, help="comma-separated shape names (default: all)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per worker (1 on a busy machine)")
     parser.add_argument("--worker", choices=["time", "memory"], help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -219,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         result = _worker_time(shape, variants, rounds) if args.worker == "time" else _worker_memory(shape, variants[0])
         print(json.dumps(result))
         return 0
+    os.environ["BENCH_THREADS"] = str(args.threads)  # inherited by the workers
     warning = _load_warning()
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
@@ -257,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     import torch
 
-    note = f"\ntorch {torch.__version__}, 2 threads, {rounds} interleaved rounds (medians)."
+    note = f"\ntorch {torch.__version__}, {args.threads} thread(s), {rounds} interleaved rounds (medians)."
     print(note + (f" Note: {warning}." if warning else ""))
     return 0
 

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import importlib.util
 import json
@@ -386,8 +387,6 @@ def worker(job: dict) -> dict:
             exec(compile(source, job["patch"], "exec"), {"__name__": "bench_patch"})
     adata = ad.read_h5ad(job["data"])
     eq = ad.read_h5ad(job["eq_data"]) if job.get("eq_data") else None
-    import gc
-
     gc.collect()
     reset = _reset_peak()
     base = _status()
@@ -417,8 +416,6 @@ def worker(job: dict) -> dict:
             )
             return out.obsm["X_scGPT"]
 
-        eq = eq.copy() if eq is not None else None  # embed_data writes into .var
-        adata = adata.copy()
         start = time.perf_counter()
         emb = run(adata)
         total = time.perf_counter() - start

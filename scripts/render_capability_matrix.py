@@ -74,6 +74,7 @@ def _rows(conformance: bool) -> tuple[list[dict[str, str]], dict[str, str]]:
             "exact": "yes" if caps.exact else "no",
             "approximate": "yes" if caps.approximate else "no",
             "here": "available" if ok else f"no: {why}",
+            "description": claims[0].value.description,
         }
         if conformance:
             row["conformance"] = _conformance(kernel) if ok else "-"
@@ -107,7 +108,9 @@ def render(conformance: bool = False) -> str:
     import torch
 
     rows, problems = _rows(conformance)
-    parts = [INTRO, _table(rows), ""]
+    parts = [INTRO, _table(rows), "", "What each kernel is (from its declaration):", ""]
+    parts += [f"- {row['kernel']}: {row['description']}" for row in rows]
+    parts.append("")
     if problems:
         parts += ["Kernels that could not be loaded:", ""]
         parts += [f"- `{name}`: {why}" for name, why in sorted(problems.items())]

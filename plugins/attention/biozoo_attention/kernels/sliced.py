@@ -10,7 +10,8 @@ with ``Sq``.
 
 The slice is ``slice_size`` rows if set, else as many rows as fit in
 ``max_elements`` scores (default 2**24, i.e. 64 MB of float32 scores per
-slice). Tune a process-wide instance with
+slice; the peak is about two slices, scores then probabilities, computed in
+place when autograd does not need the intermediates). Tune a process-wide instance with
 ``get_registry().processor("sliced").slice_size = 64``.
 """
 
@@ -75,24 +76,28 @@ class SlicedProcessor:
                 bias = grouped(t.to(ctype), hkv)
         out = torch.empty(b, hkv, h // hkv, sq, v.shape[-1], dtype=q.dtype, device=q.device)
         step = self.rows_per_slice(b, h, sq, skv)
+        # in place where autograd allows it: peak stays ~2 slices of scores (scores, then probabilities)
+        inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))
         slices = 0
         for start in range(0, sq, step):
             stop = min(sq, start + step)
-            scores = torch.matmul(qg[:, :, :, start:stop].to(ctype), kt) * scale  # [B, Hkv, rep, n, Skv]
+            scores = torch.matmul(qg[:, :, :, start:stop].to(ctype), kt)  # [B, Hkv, rep, n, Skv]
+            scores = scores.mul_(scale) if inplace else scores * scale
             if bias is not None:
-                scores = scores + _rows(bias, start, stop)
+                rows = _rows(bias, start, stop)
+                scores = scores.add_(rows) if inplace else scores + rows
             row_keep = None if keep is None else _rows(keep, start, stop)
             if call.causal:
                 c = causal_keep(torch.arange(start, stop, device=q.device), sq, skv)
                 row_keep = c if row_keep is None else row_keep & c
             if row_keep is not None:
-                scores = scores.masked_fill(~row_keep, float("-inf"))
+                scores = (scores.masked_fill_ if inplace else scores.masked_fill)(~row_keep, float("-inf"))
             weights = torch.softmax(scores, dim=-1)
             del scores
             if row_keep is not None or bias is not None:  # rows with nothing to attend to: zeros, not NaN
-                weights = torch.nan_to_num(weights, nan=0.0)
+                weights = weights.nan_to_num_(nan=0.0) if inplace else torch.nan_to_num(weights, nan=0.0)
             if call.dropout_p > 0:
-                weights = F.dropout(weights, p=call.dropout_p)
+                weights = F.dropout(weights, p=call.dropout_p, inplace=inplace)
             out[:, :, :, start:stop] = torch.matmul(weights, vg).to(q.dtype)
             slices += 1
         return AttentionResult(out.reshape(b, h, sq, v.shape[-1]), extras={"query_slices": slices, "slice_rows": step})
