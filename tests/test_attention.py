@@ -369,3 +369,18 @@ def biozoo_attention_processors():
     _run(model)
     assert explain(model)[0]["ran"] == "sdpa"
     assert "badkernel" in get_registry().processor_problems
+
+
+def test_auto_never_picks_a_kernel_not_attested_as_conformant(fake_plugins) -> None:
+    fake_plugins.add("fastish", """
+from biozoo.plugins import ProcessorDecl, hookimpl
+@hookimpl
+def biozoo_attention_processors():
+    return [ProcessorDecl("fastish", "biozoo.attention.processors:EagerProcessor", priority=100)]
+""")
+    model = _model()
+    _run(model)
+    assert explain(model)[0]["ran"] == "sdpa"  # priority 100, but no auto=True attestation
+    set_processor(model, "fastish")  # named use still works
+    _run(model)
+    assert explain(model)[0]["requested"].startswith("fastish")

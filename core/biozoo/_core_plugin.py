@@ -72,12 +72,14 @@ def biozoo_attention_processors() -> list[ProcessorDecl]:
             "biozoo.attention.processors:EagerProcessor",
             "reference math; honours everything; returns weights",
             priority=0,
+            auto=True,
         ),
         ProcessorDecl(
             "sdpa",
             "biozoo.attention.processors:SdpaProcessor",
             "torch scaled_dot_product_attention (fused kernels)",
             priority=10,
+            auto=True,
         ),
     ]
 

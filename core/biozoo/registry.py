@@ -8,8 +8,9 @@ name unusable, with an error naming both, while everything else keeps working
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -237,8 +238,24 @@ class Registry:
             factory = resolve_target(claim.value.target)
             instance = factory() if isinstance(factory, type) else factory
             instance.priority = claim.value.priority
+            instance.auto_eligible = claim.value.auto
             self._processors[name] = instance
         return self._processors[name]
+
+    @contextlib.contextmanager
+    def processor_override(self, instance: Any) -> Iterator[None]:
+        """Resolve ``instance.name`` to ``instance`` inside the block (conformance, tests); ``auto`` unaffected."""
+        self.processors_by_priority()
+        missing = object()
+        previous = self._processors.get(instance.name, missing)
+        self._processors[instance.name] = instance
+        try:
+            yield
+        finally:
+            if previous is missing:
+                del self._processors[instance.name]
+            else:
+                self._processors[instance.name] = previous
 
     def processors_by_priority(self) -> list[Any]:
         """Processors ``auto`` may choose from, best first; ones that fail to import are left out (and noted)."""

@@ -49,6 +49,9 @@ class AttentionCall:
     scale: float | None = None
     dropout_p: float = 0.0
     need_weights: bool = False
+    # bool [B, Sq], True = a real query. Rows marked False are padding whose outputs nobody reads: a kernel
+    # may skip them (varlen) and must then return zeros there. None = every row is wanted.
+    query_keep: Any | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class ProcessorCaps:
             "weights": _yes(self.need_weights),
             "dtypes": ", ".join(sorted(self.dtypes)),
             "devices": ", ".join(sorted(self.devices)),
+            "exact": _yes(self.exact),
+            "approximate": _yes(self.approximate),
         }
 
 

@@ -100,6 +100,7 @@ class SdpaProcessor:
         gqa=True,
         dropout=True,
         need_weights=False,
+        exact=True,
     )
 
     def available(self) -> tuple[bool, str]:

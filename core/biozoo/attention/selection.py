@@ -9,7 +9,8 @@ Resolution order, first that is set wins:
 4. the environment default ``BIOZOO_ATTENTION``;
 5. the model's manifest (``attention.processor`` and its per-module ``overrides``);
 6. ``auto``: the highest-priority available processor whose declared
-   capabilities cover this call.
+   capabilities cover this call, among those declared ``auto=True`` (attested
+   conformant) and not ``approximate``.
 
 A *named* processor that cannot honour a call raises :class:`AttentionError`
 naming what it lacks and which processors can; ``auto`` never picks one that
@@ -79,6 +80,9 @@ def _choose_auto(q: Any, k: Any, call: AttentionCall) -> tuple[Any, str]:
     for processor in registry.processors_by_priority():
         if processor.caps.approximate:
             continue  # a different function than softmax attention: only when asked for by name
+        if not getattr(processor, "auto_eligible", False):
+            rejected.append(f"{processor.name}: not attested as conformant (named use only)")
+            continue
         ok, why = processor.available()
         if not ok:
             rejected.append(f"{processor.name}: {why}")

@@ -138,8 +138,10 @@ class MultiHeadAttention(AttentionSettable, nn.Module):
             q, k = rotary.rotate(q, k, offset=position_offset)
         if cache is not None:
             k, v = cache.update(id(self), k, v)
+        self_padded = context is None and cache is None and key_padding_mask is not None
         call = AttentionCall(
             mask=_to_mask(key_padding_mask, attn_mask, q.dtype),
+            query_keep=~key_padding_mask if self_padded else None,  # padded tokens' own outputs are not read
             causal=is_causal,
             scale=scale if scale is not None else self.scale,
             dropout_p=self.dropout if self.training else 0.0,

@@ -68,13 +68,18 @@ class ProcessorDecl:
     """An attention processor (a kernel ``(q, k, v, call) -> out``), imported lazily.
 
     Processor names are short (``eager``, ``sdpa``, ``flash``) because users type
-    them; ``priority`` orders the candidates ``auto`` considers.
+    them; ``priority`` orders the candidates ``auto`` considers. ``auto=True`` is
+    the plugin's attestation that the kernel passes the conformance suite
+    (``biozoo_attention.conformance.check_kernel``) in its CI; without it the
+    kernel runs only when named, so unverified third-party code never replaces
+    ``sdpa`` silently.
     """
 
     name: str
     target: str
     description: str = ""
     priority: int = 0
+    auto: bool = False
 
     def __post_init__(self) -> None:
         if not re.match(r"^[a-z][a-z0-9_\-]*$", self.name):

@@ -22,6 +22,7 @@ def biozoo_attention_processors() -> list[ProcessorDecl]:
             f"{K}.varlen:VarlenProcessor",
             "padding-free: SDPA per sequence on only the valid keys (key-padding masks); exact",
             priority=8,
+            auto=True,  # passes check_kernel in this plugin's tests
         ),
         ProcessorDecl(
             "varlen-self",
@@ -34,12 +35,14 @@ def biozoo_attention_processors() -> list[ProcessorDecl]:
             f"{K}.sliced:SlicedProcessor",
             "exact softmax attention in query slices: peak memory O(slice x Skv), not O(Sq x Skv)",
             priority=5,
+            auto=True,  # passes check_kernel in this plugin's tests
         ),
         ProcessorDecl(
             "flex",
             f"{K}.flex:FlexProcessor",
             "torch flex_attention (score_mod/block_mask); eager unless BIOZOO_FLEX_COMPILE=1",
             priority=-5,
+            auto=True,  # passes check_kernel in this plugin's tests
         ),
         ProcessorDecl(
             "flash",
