@@ -36,6 +36,10 @@ What runs (all in one invocation; each measurement in a fresh subprocess, 2 torc
   tokenisation, length-sorted batches, model). Variants: the default (auto attention processor,
   which picks ``sdpa`` here, batch size 64), ``sdpa`` with batch size 16 and 32, and ``eager``
   attention (processors named with ``biozoo.set_processor``).
+* **Allocator.** The last round also runs the reference and biozoo's default with glibc's malloc
+  told to keep freed memory (``MALLOC_MMAP_THRESHOLD_=2**32 MALLOC_TRIM_THRESHOLD_=2**36``): by
+  default every large short-lived tensor is a fresh mmap whose pages are faulted in (and zeroed)
+  again, which costs the reference's materialised attention scores much more than biozoo.
 * **Peak memory.** In each subprocess the kernel's peak-RSS counter is reset
   (``/proc/self/clear_refs``) after imports and reading the data; the column is VmHWM at the end
   minus VmRSS at that point, i.e. model weights + everything the run allocates. The reference's
@@ -49,13 +53,15 @@ What runs (all in one invocation; each measurement in a fresh subprocess, 2 torc
   the peak); the table gives max |diff| against the reference.
 * **Schedule.** Rounds are interleaved: every round runs the core variants (reference, biozoo
   default, biozoo bs 16) once each in rotated order, the last round(s) also the extras (eager,
-  bs 32). Throughput is cells / embed seconds on the count data; the table shows medians and the
-  best run, and the speed ratio as the median over rounds of (variant / reference of the same
-  round), which is robust to the load drifting on a shared machine.
+  bs 32, the two malloc-tuned runs). Throughput is cells / embed seconds on the count data; the
+  table shows medians and the best run, and the speed ratio as the median over rounds of
+  (variant / reference of the same round), which is robust to the load drifting on a shared
+  machine.
 
-Run (from the repository root; ~10 min full, ~2-3 min quick on the 2-core machine):
+Run (from the repository root; check ``uptime`` first: ~8 min full and ~2 min quick on the idle 2-core
+machine, much longer when other jobs share the cores):
 
-    .venv/bin/python bench/scgpt_embed.py            # full: 128 + 32 cells, 3 rounds
+    .venv/bin/python bench/scgpt_embed.py            # full: 96 + 24 cells, 3 rounds
     .venv/bin/python bench/scgpt_embed.py --quick    # 32 + 8 cells, 1 round
 
 ``--patch FILE`` adds a biozoo variant with FILE exec'd in the worker before embedding (e.g. a
@@ -455,12 +461,18 @@ def worker(job: dict) -> dict:
 # the driver
 
 REFERENCE = "reference `embed_data`, bs 64"
+#: freed memory stays in the process instead of going back to the OS (and being page-faulted in again): big
+#: short-lived tensors, such as the reference's materialised attention scores, then cost no page faults.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**36)}
 DEFAULT = "biozoo `cell_embeddings` (default: auto attention, bs 64)"
 
 
 def run_job(job: dict, env: dict[str, str]) -> dict:
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, env=env
+        [sys.executable, __file__, "--worker", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        env={**env, **job.get("env", {})},
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{job['variant']} on {job['dataset']} failed:\n{proc.stderr[-4000:]}")
@@ -486,6 +498,8 @@ def variants(patch: Path | None) -> tuple[list[dict], list[dict]]:
     extra = [
         {"name": "biozoo eager attention, bs 64", "variant": "biozoo", "processor": "eager", "batch_size": 64},
         {"name": "biozoo sdpa, bs 32", "variant": "biozoo", "processor": "sdpa", "batch_size": 32},
+        {"name": "reference, bs 64, glibc malloc tuned", "variant": "reference", "batch_size": 64, "env": MALLOC_ENV},
+        {"name": "biozoo default, glibc malloc tuned", "variant": "biozoo", "batch_size": 64, "env": MALLOC_ENV},
     ]
     return core, extra
 
@@ -493,8 +507,8 @@ def variants(patch: Path | None) -> tuple[list[dict], list[dict]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="~2-3 minutes: fewer cells, one round")
-    parser.add_argument("--cells", type=int, help="cells in the pbmc dataset (default 128, quick 32)")
-    parser.add_argument("--long-cells", type=int, help="cells in the pbmc x4 dataset (default 32, quick 8)")
+    parser.add_argument("--cells", type=int, help="cells in the pbmc dataset (default 96, quick 32)")
+    parser.add_argument("--long-cells", type=int, help="cells in the pbmc x4 dataset (default 24, quick 8)")
     parser.add_argument("--eq-cells", type=int, help="cells per dataset in the equality check (default 16, quick 4)")
     parser.add_argument("--repeats", type=int, help="interleaved rounds of the core variants (default 3, quick 1)")
     parser.add_argument("--extra-repeats", type=int, help="rounds (the last ones) with the extra variants (default 1)")
@@ -510,8 +524,8 @@ def main() -> None:
         return
     quick = args.quick
     sizes = {
-        "n_short": args.cells or (32 if quick else 128),
-        "n_long": args.long_cells or (8 if quick else 32),
+        "n_short": args.cells or (32 if quick else 96),
+        "n_long": args.long_cells or (8 if quick else 24),
         "n_eq": args.eq_cells or (4 if quick else 16),
     }
     repeats = args.repeats or (1 if quick else 3)
@@ -603,7 +617,7 @@ def report(
         f"scGPT whole-human shape (60,697-token vocabulary, 512 wide, 12 layers, 8 heads, d_hid 512, max length "
         f"{MAX_LENGTH}), seeded random weights, same weights and cells on both sides. CPU ({os.cpu_count()} cores), "
         f"torch {torch.__version__}, torch threads = {THREADS} in every process. Each row: fresh subprocess per run, "
-        f"median over {repeats} interleaved rounds ({extra_repeats} for eager and bs 32), the speed ratio is "
+        f"median over {repeats} interleaved rounds ({extra_repeats} for the rest), the speed ratio is "
         f"taken against the reference run of the same round; "
         f"1-min load average during the runs {min(loads):.1f}-{max(loads):.1f}"
         f"{'; --quick' if quick else ''}.\n"
