@@ -51,6 +51,13 @@ def combined_bias(
     return keep, bias
 
 
+def sdpa_available() -> tuple[bool, str]:
+    """Whether torch's scaled_dot_product_attention exists (shared by every kernel built on it)."""
+    if hasattr(F, "scaled_dot_product_attention"):
+        return True, ""
+    return False, "this torch has no scaled_dot_product_attention (needs torch >= 2.0)"
+
+
 class EagerProcessor:
     """Plain softmax(QK^T * scale + mask) V: honours everything, returns weights."""
 
@@ -104,9 +111,7 @@ class SdpaProcessor:
     )
 
     def available(self) -> tuple[bool, str]:
-        if hasattr(F, "scaled_dot_product_attention"):
-            return True, ""
-        return False, "this torch has no scaled_dot_product_attention (needs torch >= 2.0)"
+        return sdpa_available()
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall) -> AttentionResult:
         sq, skv = q.shape[-2], k.shape[-2]

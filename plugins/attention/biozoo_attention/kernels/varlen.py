@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from biozoo.attention.contract import AttentionCall, AttentionResult, ProcessorCaps
+from biozoo.attention.processors import sdpa_available
 from biozoo_attention.kernels._common import causal_keep, refuse_unsupported
 
 
@@ -55,9 +56,7 @@ class VarlenProcessor:
     )
 
     def available(self) -> tuple[bool, str]:
-        if hasattr(F, "scaled_dot_product_attention"):
-            return True, ""
-        return False, "this torch has no scaled_dot_product_attention (needs torch >= 2.0)"
+        return sdpa_available()
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall) -> AttentionResult:
         refuse_unsupported(self.name, self.caps, call, q, k)
