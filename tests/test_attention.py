@@ -12,8 +12,8 @@ from torch import nn
 from biozoo.attention import AttentionCall, AttentionMask, explain, set_processor, use_processor
 from biozoo.attention.processors import EagerProcessor, SdpaProcessor
 from biozoo.errors import AttentionError
-from biozoo.nn.attention import MultiHeadAttention
-from biozoo.nn.transformer import TransformerDecoderLayer, TransformerEncoderLayer
+from biozoo.nn.attention import KVCache, MultiHeadAttention
+from biozoo.nn.transformer import TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer
 
 PROCESSORS = ["eager", "sdpa"]
 
@@ -127,6 +127,51 @@ def test_encoder_layer_matches_torch(norm_first: bool, activation: str, processo
         want_c = ref(x, src_mask=causal, is_causal=True)
         got_c = ours(x, is_causal=True)
         torch.testing.assert_close(got_c, want_c, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("processor", PROCESSORS)
+def test_packed_encoder_stack_loads_torch_state_dict_as_is(processor: str) -> None:
+    """packed_qkv keeps PyTorch's key names: a torch encoder's state dict loads unchanged."""
+    torch.manual_seed(5)
+    layer = nn.TransformerEncoderLayer(32, 4, 48, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+    ref = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    ours = TransformerEncoder(32, 2, 4, 48, dropout=0.0, activation="gelu", norm_first=True, packed_qkv=True).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    set_processor(ours, processor)
+    x = torch.randn(3, 9, 32)
+    pad = _padding(3, 9, [9, 6, 2])
+    causal = nn.Transformer.generate_square_subsequent_mask(9)
+    with torch.no_grad():
+        want = ref(x, src_key_padding_mask=pad)
+        got = ours(x, pad)
+        torch.testing.assert_close(got[~pad], want[~pad], atol=1e-5, rtol=1e-5)
+        want_c = ref(x, mask=causal, src_key_padding_mask=pad)
+        got_c = ours(x, pad, causal=True)
+        torch.testing.assert_close(got_c[~pad], want_c[~pad], atol=1e-5, rtol=1e-5)
+
+
+def test_packed_cross_attention_matches_torch() -> None:
+    torch.manual_seed(6)
+    ref = nn.MultiheadAttention(16, 2, batch_first=True).eval()
+    ours = MultiHeadAttention(16, 2, packed_projections=True).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    q, kv = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(q, kv)[0], ref(q, kv, kv, need_weights=False)[0], atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="packed_projections"):
+        MultiHeadAttention(16, 2, kdim=8, packed_projections=True)
+
+
+def test_causal_stack_with_kv_cache_matches_full_pass() -> None:
+    """Decoding token by token through the cache gives the full causal pass's outputs."""
+    torch.manual_seed(7)
+    stack = TransformerEncoder(16, 2, 2, 32, dropout=0.0, norm_first=True, causal=True, packed_qkv=True).eval()
+    x = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        full = stack(x)
+        cache = KVCache()
+        steps = [stack(x[:, t : t + 1], cache=cache, position_offset=t) for t in range(6)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("norm_first", [False, True])

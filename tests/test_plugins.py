@@ -197,3 +197,66 @@ def test_cli_survives_a_broken_plugin(fake_plugins: FakePlugins) -> None:
             timeout=60,
         ).stdout
     )
+
+
+FOREIGN = """
+from biozoo.plugins import FolderFormatDecl, hookimpl
+
+@hookimpl
+def biozoo_folder_formats():
+    return [
+        FolderFormatDecl(
+            "otherlib",
+            marker="config.json",
+            match={"model_type": "tiny", "otherlib_version": None},
+            target="fake_foreign_reader:read",
+            description="otherlib save_pretrained folders",
+        )
+    ]
+"""
+FOREIGN_READER = """
+import json
+import shutil
+from pathlib import Path
+from biozoo.manifest.io import read_manifest
+
+def read(folder):
+    # describe the foreign folder with the tiny-transformer manifest, to prove the hand-off
+    config = json.loads((folder / "config.json").read_text())
+    return read_manifest(Path(config["manifest_for_test"]))
+"""
+
+
+def test_foreign_folder_is_recognised_by_data_and_read_by_its_plugin(fake_plugins: FakePlugins, tmp_path: Path) -> None:
+    import json
+
+    from biozoo import api
+    from biozoo.errors import ManifestError
+
+    (fake_plugins.root / "fake_foreign_reader.py").write_text(FOREIGN_READER)
+    fake_plugins.add("otherlib", FOREIGN)
+    tiny = Path(api.resolve("core/tiny-transformer")[0].path)
+    folder = tmp_path / "saved"
+    folder.mkdir()
+
+    (folder / "config.json").write_text(json.dumps({"model_type": "other"}))
+    with pytest.raises(ManifestError, match="no installed plugin recognises it") as info:
+        api.resolve(folder)
+    assert "otherlib (config.json with model_type='tiny', otherlib_version)" in info.value.hint
+    assert "fake_foreign_reader" not in sys.modules  # a folder that does not match imports nothing
+
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "tiny", "otherlib_version": "0.1", "manifest_for_test": str(tiny)})
+    )
+    located, origin = api.resolve(folder)
+    assert located.manifest.id == "core/tiny-transformer" and "folder format" in origin
+    assert api.info(folder)["manifest"]["id"] == "core/tiny-transformer"
+
+
+def test_folder_format_declarations_are_checked(fake_plugins: FakePlugins) -> None:
+    from biozoo.plugins import FolderFormatDecl
+
+    with pytest.raises(PluginError, match="JSON file"):
+        FolderFormatDecl("x", marker="../config.json", match={"a": 1}, target="m:f")
+    with pytest.raises(PluginError, match="at least one"):
+        FolderFormatDecl("x", marker="config.json", match={}, target="m:f")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from biozoo.errors import ManifestError, VerificationError
-from biozoo.manifest.io import LocatedManifest, read_manifest
+from biozoo.manifest.io import MANIFEST_NAME, LocatedManifest, read_manifest
 from biozoo.registry import get_registry
 
 if TYPE_CHECKING:
@@ -72,6 +72,9 @@ def resolve(source: str | Path, *, fetch_files: bool = True) -> tuple[LocatedMan
     if isinstance(source, str) and text in registry.models.claims:
         return registry.manifest(text), f"registry id {text}"
     path = Path(text).expanduser()
+    if path.is_dir() and not (path / MANIFEST_NAME).exists():
+        located = registry.read_foreign_folder(path)
+        return located, f"local folder {path.resolve()} ({located.path.name}, read by a plugin's folder format)"
     if path.exists():
         return read_manifest(path), f"local folder {path.resolve() if path.is_dir() else path.resolve().parent}"
     if "/" in text and not text.startswith((".", "/")) and text.count("/") == 1:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from biozoo.errors import BiozooError, DuplicateNameError, PluginError, UnknownNameError
+from biozoo.errors import BiozooError, DuplicateNameError, ManifestError, PluginError, UnknownNameError
 from biozoo.manifest.io import MANIFEST_NAME, LocatedManifest, read_manifest, read_raw
 from biozoo.plugins.declarations import (
     ComponentDecl,
     ComponentKind,
     ConverterDecl,
+    FolderFormatDecl,
     ProcessorDecl,
     TaskDecl,
     resolve_target,
@@ -102,6 +103,7 @@ class Registry:
         self.processor_decls: _Table[ProcessorDecl] = _Table("attention processor")
         self.converters: _Table[ConverterDecl] = _Table("converter")
         self.tasks: _Table[TaskDecl] = _Table("task")
+        self.folder_formats: _Table[FolderFormatDecl] = _Table("folder format")
         self.models: _Table[ModelEntry] = _Table("model")
         self._classes: dict[str, Any] = {}
         self._processors: dict[str, Any] = {}
@@ -123,12 +125,26 @@ class Registry:
             if status.spec is not None:
                 self._add(status)
         if strict_mode():
-            for table in (self.components, self.processor_decls, self.converters, self.tasks, self.models):
+            for table in (
+                self.components,
+                self.processor_decls,
+                self.converters,
+                self.tasks,
+                self.folder_formats,
+                self.models,
+            ):
                 for name, owners in table.conflicts().items():
                     raise DuplicateNameError(f"{table.what} {name!r} is claimed by plugins {' and '.join(owners)}")
 
     def _drop(self, plugin: str) -> None:
-        for table in (self.components, self.processor_decls, self.converters, self.tasks, self.models):
+        for table in (
+            self.components,
+            self.processor_decls,
+            self.converters,
+            self.tasks,
+            self.folder_formats,
+            self.models,
+        ):
             for name in list(table.claims):
                 table.claims[name] = [c for c in table.claims[name] if c.plugin != plugin]
                 if not table.claims[name]:
@@ -145,6 +161,8 @@ class Registry:
             self.converters.add(conv.name, conv, spec.name)
         for task in spec.tasks:
             self.tasks.add(f"{task.task}:{task.architecture}", task, spec.name)
+        for fmt in spec.folder_formats:
+            self.folder_formats.add(fmt.name, fmt, spec.name)
         for path in spec.manifests:
             for manifest_path in _manifest_files(Path(path)):
                 raw = read_raw(manifest_path)
@@ -293,6 +311,30 @@ class Registry:
                 f"models with architectures {', '.join(able)} do" if able else f"no installed plugin provides {task!r}",
             )
         return resolve_target(claim.value.target)
+
+    # -- foreign folders -------------------------------------------------------
+
+    def read_foreign_folder(self, folder: Path) -> LocatedManifest:
+        """A folder without ``manifest.yaml`` that an installed plugin's folder format recognises."""
+        import json
+
+        markers: dict[str, Any] = {}
+        for name in self.folder_formats.names():
+            claim = self.folder_formats.get(name)
+            assert claim is not None
+            fmt = claim.value
+            if fmt.marker not in markers:
+                try:
+                    markers[fmt.marker] = json.loads((folder / fmt.marker).read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    markers[fmt.marker] = None
+            if fmt.matches(markers[fmt.marker]):
+                return resolve_target(fmt.target)(folder)
+        known = "; ".join(c[0].value.describe() for c in self.folder_formats.claims.values()) or "none installed"
+        raise ManifestError(
+            f"{folder} has no {MANIFEST_NAME}, and no installed plugin recognises it as another model format",
+            f"formats loadable as they are: {known}. Otherwise convert it (`zoo convert`) or write a manifest",
+        )
 
 
 def _install_hint(plugin: str) -> str:

@@ -3,7 +3,9 @@
 The module owns the weights and layer logic (projections, optional qk-norm,
 rotary positions, KV cache); the processor owns only ``softmax(QK^T)V``. So a
 model switches between ``eager``, ``sdpa`` or a plugin's kernel without any
-change to its state dict.
+change to its state dict. ``packed_projections=True`` keeps the projections in one
+``in_proj_weight`` as :class:`torch.nn.MultiheadAttention` does (one matmul, and
+checkpoints of PyTorch-built models load with their own key names).
 
 Mask arguments follow :class:`torch.nn.MultiheadAttention`, so modules ported
 from PyTorch code keep their call sites: ``key_padding_mask`` is bool
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from biozoo.attention.contract import AttentionCall, AttentionMask
@@ -86,6 +89,7 @@ class MultiHeadAttention(AttentionSettable, nn.Module):
         qk_norm: str | None = None,
         qk_norm_eps: float = 1e-6,
         scale: float | None = None,
+        packed_projections: bool = False,
     ) -> None:
         super().__init__()
         if head_dim is None:
@@ -97,16 +101,45 @@ class MultiHeadAttention(AttentionSettable, nn.Module):
             raise ValueError(f"num_heads {num_heads} must be a multiple of num_kv_heads {num_kv_heads}")
         self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim = embed_dim, num_heads, num_kv_heads, head_dim
         self.dropout, self.scale = dropout, scale
-        self.q_proj = nn.Linear(embed_dim, num_heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(kdim or embed_dim, num_kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(vdim or embed_dim, num_kv_heads * head_dim, bias=bias)
+        self.packed = packed_projections
+        q_dim, kv_dim = num_heads * head_dim, num_kv_heads * head_dim
+        if packed_projections:
+            if (kdim or embed_dim) != embed_dim or (vdim or embed_dim) != embed_dim:
+                raise ValueError("packed_projections needs kdim == vdim == embed_dim (one [q; k; v] matrix)")
+            self.in_proj_weight = nn.Parameter(torch.empty(q_dim + 2 * kv_dim, embed_dim))
+            self.in_proj_bias = nn.Parameter(torch.zeros(q_dim + 2 * kv_dim)) if bias else None
+            nn.init.xavier_uniform_(self.in_proj_weight)
+        else:
+            self.q_proj = nn.Linear(embed_dim, q_dim, bias=bias)
+            self.k_proj = nn.Linear(kdim or embed_dim, kv_dim, bias=bias)
+            self.v_proj = nn.Linear(vdim or embed_dim, kv_dim, bias=bias)
         self.out_proj = nn.Linear(num_heads * head_dim, embed_dim, bias=bias if out_bias is None else out_bias)
         self.q_norm = make_norm(qk_norm, head_dim, qk_norm_eps)
         self.k_norm = make_norm(qk_norm, head_dim, qk_norm_eps)
 
     def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         b, s, _ = x.shape
-        return x.view(b, s, heads, self.head_dim).transpose(1, 2)
+        return x.reshape(b, s, heads, self.head_dim).transpose(1, 2)
+
+    def _project(
+        self, query: torch.Tensor, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values, split into heads: ``[B, heads, S, head_dim]``."""
+        if not self.packed:
+            kv_input = query if context is None else context
+            q, k, v = self.q_proj(query), self.k_proj(kv_input), self.v_proj(kv_input)
+        else:
+            q_dim = self.num_heads * self.head_dim
+            sizes = [q_dim, self.num_kv_heads * self.head_dim, self.num_kv_heads * self.head_dim]
+            if context is None:  # one matmul for all three, as torch.nn.MultiheadAttention does
+                q, k, v = F.linear(query, self.in_proj_weight, self.in_proj_bias).split(sizes, dim=-1)
+            else:
+                parts = [q_dim, 2 * sizes[1]]
+                w_q, w_kv = self.in_proj_weight.split(parts)
+                b_q, b_kv = (None, None) if self.in_proj_bias is None else self.in_proj_bias.split(parts)
+                q = F.linear(query, w_q, b_q)
+                k, v = F.linear(context, w_kv, b_kv).chunk(2, dim=-1)
+        return self._heads(q, self.num_heads), self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)
 
     def forward(
         self,
@@ -128,10 +161,7 @@ class MultiHeadAttention(AttentionSettable, nn.Module):
         ``rotary`` is a rotary positional encoding (``rotate(q, k, offset=...)``);
         ``cache`` appends this call's keys/values for incremental decoding.
         """
-        kv_input = query if context is None else context
-        q = self._heads(self.q_proj(query), self.num_heads)
-        k = self._heads(self.k_proj(kv_input), self.num_kv_heads)
-        v = self._heads(self.v_proj(kv_input), self.num_kv_heads)
+        q, k, v = self._project(query, context)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rotary is not None:

@@ -2,8 +2,9 @@
 
 Attribute names follow ``torch.nn.TransformerEncoderLayer`` /
 ``TransformerDecoderLayer`` (``self_attn``, ``linear1``, ``norm1``...), so
-checkpoints of models built on PyTorch's layers map onto ours by splitting
-``in_proj_weight`` into ``q_proj``/``k_proj``/``v_proj`` and nothing else.
+checkpoints of models built on PyTorch's layers load as they are with
+``packed_qkv=True`` (``in_proj_weight``), or map onto ``q_proj``/``k_proj``/``v_proj``
+by splitting that one matrix.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class TransformerEncoderLayer(_FeedForward):
         qk_norm: str | None = None,
         attention_dropout: float | None = None,
         norm_scheme: str | None = None,
+        packed_qkv: bool = False,
     ) -> None:
         super().__init__()
         self.norm_scheme = _scheme(norm_first, norm_scheme)
@@ -94,6 +96,7 @@ class TransformerEncoderLayer(_FeedForward):
             bias=bias,
             dropout=dropout if attention_dropout is None else attention_dropout,
             qk_norm=qk_norm,
+            packed_projections=packed_qkv,
         )
         self._init_ff(d_model, dim_feedforward, dropout, activation, bias)
         self.norm1 = make_norm(norm, d_model, layer_norm_eps)
@@ -232,6 +235,7 @@ class TransformerEncoder(Component):
         causal: bool = False,
         norm_scheme: str | None = None,
         zero_padding_outputs: bool = False,
+        packed_qkv: bool = False,
     ) -> None:
         super().__init__()
         self.d_model, self.causal, self.zero_padding_outputs = d_model, causal, zero_padding_outputs
@@ -249,6 +253,7 @@ class TransformerEncoder(Component):
                 num_kv_heads,
                 qk_norm,
                 norm_scheme=norm_scheme,
+                packed_qkv=packed_qkv,
             )
             for _ in range(num_layers)
         )
@@ -266,8 +271,12 @@ class TransformerEncoder(Component):
         rotary: Any | None = None,
         position_offset: int = 0,
         cache: KVCache | None = None,
+        causal: bool | None = None,
     ) -> torch.Tensor:
         """``padding_mask``: bool ``[B, T]``, True = padding.
+
+        ``causal`` overrides the stack's own setting for this call (a causal model's
+        bidirectional ``encode``, say); ``cache`` + ``position_offset`` decode incrementally.
 
         With ``zero_padding_outputs`` the outputs at padded positions are set to
         zero, as PyTorch's own encoder does on its inference fast path (so pooled
@@ -277,7 +286,7 @@ class TransformerEncoder(Component):
             x = layer(
                 x,
                 src_key_padding_mask=padding_mask,
-                is_causal=self.causal,
+                is_causal=self.causal if causal is None else causal,
                 rotary=rotary,
                 position_offset=position_offset,
                 cache=cache,

@@ -113,6 +113,44 @@ class TaskDecl:
 
 
 @dataclass(frozen=True)
+class FolderFormatDecl:
+    """A foreign model-folder layout a plugin loads as it is, with no conversion step.
+
+    Recognising a folder is data, so it imports nothing: ``marker`` is a JSON file the
+    folder must hold and ``match`` the top-level ``key: value`` pairs it must contain
+    (``None`` = the key only has to be present). Only a folder that matched is handed to
+    ``target(folder) -> LocatedManifest``, which describes it as an ordinary manifest.
+    """
+
+    name: str
+    marker: str
+    match: tuple[tuple[str, Any], ...]
+    target: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^[a-z][a-z0-9_\-]*$", self.name):
+            raise PluginError(f"folder format name {self.name!r} must be lower-case letters, digits, '_' or '-'")
+        if "/" in self.marker or "\\" in self.marker or not self.marker.endswith(".json"):
+            raise PluginError(f"folder format {self.name!r}: marker {self.marker!r} must be a JSON file name")
+        if isinstance(self.match, dict):
+            object.__setattr__(self, "match", tuple(self.match.items()))
+        if not self.match:
+            raise PluginError(f"folder format {self.name!r} needs at least one 'match' key to recognise folders")
+        _check_target(self.target, f"folder format {self.name!r}")
+
+    def matches(self, data: Any) -> bool:
+        """Whether parsed marker JSON has every ``match`` key (and value, unless None)."""
+        if not isinstance(data, dict):
+            return False
+        return all(key in data and (value is None or data[key] == value) for key, value in self.match)
+
+    def describe(self) -> str:
+        wants = ", ".join(f"{k}={v!r}" if v is not None else k for k, v in self.match)
+        return f"{self.name} ({self.marker} with {wants})"
+
+
+@dataclass(frozen=True)
 class PluginSpec:
     """Everything one plugin declares; built from its hook implementations."""
 
@@ -122,6 +160,7 @@ class PluginSpec:
     converters: tuple[ConverterDecl, ...] = ()
     tasks: tuple[TaskDecl, ...] = ()
     manifests: tuple[Path, ...] = field(default=())
+    folder_formats: tuple[FolderFormatDecl, ...] = ()
 
 
 def resolve_target(target: str) -> Any:

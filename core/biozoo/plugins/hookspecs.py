@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pluggy
 
-from biozoo.plugins.declarations import ComponentDecl, ConverterDecl, ProcessorDecl, TaskDecl
+from biozoo.plugins.declarations import ComponentDecl, ConverterDecl, FolderFormatDecl, ProcessorDecl, TaskDecl
 
 PROJECT = "biozoo"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -49,3 +49,8 @@ def biozoo_tasks() -> list[TaskDecl]:
 @hookspec
 def biozoo_manifests() -> list[Path]:
     """Manifest files (or folders holding ``manifest.yaml``) of named models."""
+
+
+@hookspec
+def biozoo_folder_formats() -> list[FolderFormatDecl]:
+    """Foreign model-folder layouts (another library's ``save_pretrained``) loadable as they are."""

@@ -28,6 +28,7 @@ from biozoo.plugins import hookspecs
 from biozoo.plugins.declarations import (
     ComponentDecl,
     ConverterDecl,
+    FolderFormatDecl,
     PluginSpec,
     ProcessorDecl,
     TaskDecl,
@@ -96,7 +97,7 @@ def _env_list(name: str) -> set[str] | None:
 def _call_hooks(pm: pluggy.PluginManager, plugin: object, name: str) -> PluginSpec:
     """Call one plugin's hook implementations and collect its declarations."""
     collected: dict[str, list[Any]] = {}
-    for hook_name in ("components", "attention_processors", "converters", "tasks", "manifests"):
+    for hook_name in ("components", "attention_processors", "converters", "tasks", "manifests", "folder_formats"):
         caller = getattr(pm.hook, f"biozoo_{hook_name}")
         values: list[Any] = []
         for impl in caller.get_hookimpls():
@@ -110,6 +111,7 @@ def _call_hooks(pm: pluggy.PluginManager, plugin: object, name: str) -> PluginSp
         converters=tuple(collected["converters"]),
         tasks=tuple(collected["tasks"]),
         manifests=tuple(collected["manifests"]),
+        folder_formats=tuple(collected["folder_formats"]),
     )
     _validate_spec(spec)
     return spec
@@ -121,6 +123,7 @@ def _validate_spec(spec: PluginSpec) -> None:
         "processors": ProcessorDecl,
         "converters": ConverterDecl,
         "tasks": TaskDecl,
+        "folder_formats": FolderFormatDecl,
     }
     for attr, cls in expected.items():
         for item in getattr(spec, attr):
