@@ -53,6 +53,15 @@ class HashMemo:
         entry = self._load().get(str(path.resolve()))
         return bool(entry) and entry.get("sha256") == sha256 and entry.get("sig") == _signature(path)
 
+    def digest(self, path: Path) -> str:
+        """The file's sha256, from memory when the file is unchanged since it was last hashed."""
+        entry = self._load().get(str(path.resolve()))
+        if entry and entry.get("sig") == _signature(path) and entry.get("sha256"):
+            return entry["sha256"]
+        sha256 = sha256_file(path)
+        self.remember(path, sha256)
+        return sha256
+
     def remember(self, path: Path, sha256: str) -> None:
         data = self._load()
         data[str(path.resolve())] = {"sha256": sha256, "sig": _signature(path)}
