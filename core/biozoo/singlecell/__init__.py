@@ -5,6 +5,8 @@ unless a function that reads or writes AnnData is called, so ``import biozoo`` s
 
 1. ``anndata_io``: read/validate/write h5ad, match genes to a vocabulary;
 2. ``normalize``: detect what ``X`` holds, ``normalize_total``/``log1p`` like scanpy;
-3. ``binning``: scGPT's per-cell quantile binning, bit-identical to the reference;
-4. ``tokenize``: ``[<cls>] + non-zero genes`` per cell, sampling, padding, length-sorted batches.
+3. ``binning``: scGPT's per-cell quantile binning, bit-identical to the reference, and
+   scModelForge's fixed (uniform/quantile) edges with ``digitize_by_edges``/``bin_midpoints``;
+4. ``tokenize``: ``[<cls>] + non-zero genes`` per cell, rank order, sampling or head truncation,
+   padding, length-sorted batches.
 """

@@ -21,6 +21,10 @@ Everything is done for blocks of cells at once (no Python loop over cells): the 
 numpy's own ``linear`` formula step by step in the input dtype so the edges are the same bits
 ``np.quantile`` gives, and the digitize counts come from where each edge sits among the sorted
 values (exact comparisons only, no arithmetic on the values).
+
+scModelForge's ``BinnedExpressionTokenizer`` bins differently: one set of edges for all cells
+(``uniform_bin_edges`` or ``quantile_bin_edges``), applied by ``digitize_by_edges``; no randomness.
+``bin_midpoints`` maps those bins back to expression values.
 """
 
 from __future__ import annotations
@@ -253,3 +257,124 @@ def bin_values_collator_style(
     if values.ndim != 1:
         raise DataError(f"expected one cell (a 1-D row), got shape {values.shape}", hint="use bin_values for matrices")
     return bin_values(values[None, :], n_bins, mode=mode, seed=seed)[0]
+
+
+# ----------------------------------------------------------------------------- scModelForge's fixed edges
+
+
+def _check_n_bins(n_bins: Any) -> int:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
+        raise DataError(f"n_bins must be an integer >= 1, got {n_bins!r}", hint="scModelForge uses n_bins=51")
+    return int(n_bins)
+
+
+def uniform_bin_edges(n_bins: int, value_max: float = 10.0) -> np.ndarray:
+    """scModelForge's ``"uniform"`` edges: ``np.linspace(0.0, value_max, n_bins + 1)``, float64.
+
+    ``value_max`` is the top of the last bin, but larger values still land in it (the top bin is
+    open-ended in ``digitize_by_edges``); scModelForge's default is 10.0, for log1p data.
+    """
+    n_bins = _check_n_bins(n_bins)
+    if isinstance(value_max, bool) or not isinstance(value_max, int | float | np.integer | np.floating):
+        raise DataError(f"value_max must be a number, got {value_max!r}", hint="e.g. value_max=10.0 for log1p data")
+    if not np.isfinite(value_max) or value_max <= 0:
+        raise DataError(
+            f"value_max must be finite and > 0, got {value_max!r}",
+            hint="use the largest expression value you expect (scModelForge: 10.0 for log1p data)",
+        )
+    return np.linspace(0.0, float(value_max), n_bins + 1)
+
+
+def quantile_bin_edges(values: Any, n_bins: int, *, value_max: float = 10.0) -> np.ndarray:
+    """scModelForge's ``"quantile"`` edges (what ``BinnedExpressionTokenizer.fit`` computes).
+
+    ``np.unique(np.quantile(v[v > 0], np.linspace(0, 1, n_bins + 1)))`` over all values given
+    (any shape, dense or sparse): strictly increasing, and fewer than ``n_bins + 1`` edges when
+    quantiles coincide, so the number of bins is ``len(edges) - 1``, not ``n_bins``. With no positive
+    value at all it falls back to ``uniform_bin_edges(n_bins, value_max)``, as the reference does.
+    Refused where the reference would go wrong quietly: NaN/inf and negative values, and a single
+    distinct positive value (one edge, which the reference turns into bin -1).
+    """
+    n_bins = _check_n_bins(n_bins)
+    sparse_input = hasattr(values, "tocsr") and hasattr(values, "nnz")
+    data = _csr_parts(values)[0] if sparse_input else np.asarray(values).ravel()  # implicit zeros are not > 0
+    if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
+        raise DataError(f"cannot take quantiles of {data.dtype} values", hint="pass a numeric expression matrix")
+    if data.size and not np.all(np.isfinite(data)):
+        raise DataError(
+            "cannot compute quantile bin edges from NaN or infinite values",
+            hint="run validate_expression() first and fix or drop the offending cells",
+        )
+    if data.size and data.min() < 0:
+        raise DataError(
+            f"cannot compute quantile bin edges from negative values (minimum {data.min()})",
+            hint="fit the edges on non-negative expression (counts or log1p-normalised), not z-scored X",
+        )
+    positive = data[data > 0]
+    if positive.size == 0:
+        return uniform_bin_edges(n_bins, value_max)
+    edges = np.unique(np.quantile(positive, np.linspace(0.0, 1.0, n_bins + 1)))
+    if edges.size < 2:
+        raise DataError(
+            f"every non-zero value is {edges[0]!r}, so the quantile edges collapse to a single edge",
+            hint="fit on more (varied) cells, or use uniform_bin_edges(n_bins, value_max)",
+        )
+    return edges
+
+
+def _check_edges(edges: Any) -> np.ndarray:
+    e = np.asarray(edges)
+    if e.ndim != 1 or e.size < 2 or not np.issubdtype(e.dtype, np.number):
+        raise DataError(
+            f"bin edges must be a 1-D numeric array of at least 2 entries, got shape {e.shape} ({e.dtype})",
+            hint="build them with uniform_bin_edges() or quantile_bin_edges()",
+        )
+    if not np.all(np.isfinite(e)):
+        raise DataError("bin edges contain NaN or infinity", hint="build them with uniform_bin_edges()")
+    if not np.all(np.diff(e) > 0):
+        raise DataError(
+            "bin edges must increase strictly",
+            hint="sort and deduplicate them (np.unique(edges)), or build them with uniform_bin_edges()",
+        )
+    return e
+
+
+def digitize_by_edges(values: Any, edges: Any) -> np.ndarray:
+    """scModelForge's ``digitize_expression``: int64 bins in ``[0, len(edges) - 2]``, same shape as ``values``.
+
+    With ``n = len(edges) - 1`` bins and inner edges ``e = edges[1:-1]``, a value ``v`` gets the
+    ``i`` with ``e[i-1] < v <= e[i]`` (``torch.bucketize(..., right=False)``, here
+    ``np.searchsorted(side="left")``), clamped to ``n - 1``; exact zeros get 0. So bin 0 also holds
+    ``(0, edges[1]]`` and negatives, and the top bin everything above ``edges[-2]``. Like the
+    reference, the comparison is in the values' float dtype (edges rounded to it, which decides
+    ties: float32 values need float32 edges); non-float values are converted to float32 first,
+    as the reference tokenizers do. NaN values are refused.
+    """
+    e = _check_edges(edges)
+    v = np.asarray(values)
+    if not np.issubdtype(v.dtype, np.floating):
+        if not (np.issubdtype(v.dtype, np.number) or v.dtype == bool):
+            raise DataError(f"cannot bin {v.dtype} values", hint="pass numeric expression values")
+        v = v.astype(np.float32)
+    if np.isnan(v).any():
+        raise DataError(
+            f"cannot bin NaN expression values ({int(np.isnan(v).sum())} found)",
+            hint="run validate_expression() first and fix or drop the offending cells",
+        )
+    n_bins = e.size - 1
+    bins = np.searchsorted(e[1:-1].astype(v.dtype), v, side="left").astype(np.int64)
+    np.clip(bins, 0, n_bins - 1, out=bins)  # searchsorted already stays in range; kept to mirror the reference
+    bins[v == 0] = 0
+    return bins
+
+
+def bin_midpoints(edges: Any) -> np.ndarray:
+    """The expression value each bin stands for (float64, one per bin): 0.0 for bin 0, else the bin's centre.
+
+    Bin 0 holds the zeros (and everything up to ``edges[1]``), so it decodes to 0; bin ``i > 0`` to
+    ``(edges[i] + edges[i+1]) / 2``. Used to turn generated bins back into expression.
+    """
+    e = _check_edges(edges).astype(np.float64)
+    mid = (e[:-1] + e[1:]) / 2
+    mid[0] = 0.0
+    return mid

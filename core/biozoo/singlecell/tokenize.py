@@ -9,7 +9,9 @@ list of 100k small arrays costs more than the data.
 Cells longer than ``max_len`` keep their CLS and a random ``max_len - 1`` of their genes. By
 default the kept genes come in the random order the sampler returns, like the reference (scGPT has
 no positional encoding, so order does not change its output); ``keep_order=True`` keeps them in
-``var`` order instead, which order-sensitive (autoregressive) models need.
+``var`` order instead, which order-sensitive (autoregressive) models need. ``truncation="head"``
+keeps the first ``max_len`` tokens instead, as scModelForge's tokenizers do; with ``rank_order``
+first (genes by value, descending) that is its rank-value tokenizer's "top expressed genes".
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from biozoo.singlecell.binning import _csr_parts
+from biozoo.singlecell.binning import _csr_parts, digitize_by_edges
 from biozoo.singlecell.errors import DataError
 
 SamplingMode = Literal["seeded", "reference"]
+TruncationMode = Literal["sample", "head"]
 
 
 @dataclass(frozen=True)
@@ -135,10 +138,13 @@ def pad_cells(
     keep_order: bool = False,
     sampling: SamplingMode = "seeded",
     seed: int | np.random.Generator = 0,
+    truncation: TruncationMode = "sample",
 ) -> PaddedBatch:
     """Pad the cells ``indices`` (default: all) to the batch's longest, capped at ``max_len``.
 
-    Longer cells are subsampled (see module docstring). ``sampling="seeded"`` draws from
+    Longer cells are subsampled (see module docstring), or with ``truncation="head"`` cut to their
+    first ``max_len`` tokens (CLS + the next ``max_len - 1``; ``keep_order``, ``sampling`` and
+    ``seed`` then play no part). ``sampling="seeded"`` draws from
     ``np.random.default_rng(seed)`` (or the Generator given); ``"reference"`` calls
     ``np.random.choice`` on numpy's global RNG once per long cell, in batch order, exactly like
     scGPT's ``pad_batch``, so ``np.random.seed(s)`` reproduces it.
@@ -148,6 +154,11 @@ def pad_cells(
         raise DataError("pad_cells needs at least one cell index", hint="pass a non-empty 1-D list of cell indices")
     if sampling not in ("seeded", "reference"):
         raise DataError(f"unknown sampling mode {sampling!r}", hint="use 'seeded' or 'reference'")
+    if truncation not in ("sample", "head"):
+        raise DataError(
+            f"unknown truncation mode {truncation!r}",
+            hint="use 'sample' (random genes, scGPT) or 'head' (first max_len tokens, scModelForge)",
+        )
     minimum = 2 if cells.has_cls else 1
     if max_len is not None and max_len < minimum:
         raise DataError(
@@ -159,9 +170,10 @@ def pad_cells(
     columns = np.arange(width)
     kept = np.minimum(lengths, width)
     padding = columns[None, :] >= kept[:, None]
-    source = np.where(padding, 0, cells.offsets[rows][:, None] + columns[None, :])
+    source = np.where(padding, 0, cells.offsets[rows][:, None] + columns[None, :])  # the head of every cell
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    for b in np.flatnonzero(lengths > width):
+    to_sample = np.flatnonzero(lengths > width) if truncation == "sample" else np.empty(0, dtype=np.int64)
+    for b in to_sample:
         positions = _sample_positions(int(lengths[b]), width, cells.has_cls, sampling, rng)
         if keep_order:
             positions = np.sort(positions)
@@ -173,6 +185,44 @@ def pad_cells(
         genes = np.full(padding.shape, pad_id, dtype=np.int64)
         values = np.full(padding.shape, pad_value, dtype=np.float32)
     return PaddedBatch(genes=genes.astype(np.int64, copy=False), values=values, padding_mask=padding)
+
+
+def rank_order(cells: TokenizedCells) -> TokenizedCells:
+    """Each cell's genes by value, highest first, CLS (if any) kept first: scModelForge's rank-value order.
+
+    The sort is stable, so equal values keep their ``var`` order, as in the reference's
+    ``torch.argsort(-values, stable=True)``; it compares the stored float32 values, as the
+    reference does after its float32 conversion. The reference also drops zeros, which
+    ``tokenize_cells`` does unless ``include_zero_genes`` (zeros then sort last). NaN is refused.
+    """
+    if np.isnan(cells.values).any():
+        raise DataError(
+            "cannot rank cells with NaN values",
+            hint="run validate_expression() on the matrix before tokenize_cells()",
+        )
+    cell_of_token = np.repeat(np.arange(len(cells)), cells.lengths)
+    keys = [-cells.values, cell_of_token]  # np.lexsort: last key is primary, and the sort is stable
+    if cells.has_cls:
+        body = np.ones(cells.gene_ids.size, dtype=np.int8)
+        body[cells.offsets[:-1]] = 0
+        keys.insert(1, body)
+    order = np.lexsort(keys)
+    return TokenizedCells(
+        gene_ids=cells.gene_ids[order], values=cells.values[order], offsets=cells.offsets, has_cls=cells.has_cls
+    )
+
+
+def bin_cells(cells: TokenizedCells, edges: np.ndarray) -> np.ndarray:
+    """Per-token int64 bins aligned with ``cells.gene_ids``: ``digitize_by_edges`` on the values, CLS gets 0.
+
+    This is scModelForge's ``bin_ids`` for a ``BinnedExpressionTokenizer`` cell (its CLS bin is 0 too).
+    For a padded batch, ``digitize_by_edges(batch.values, edges)`` works on the 2-D array directly;
+    set the CLS column and the padding to whatever the model expects there.
+    """
+    bins = digitize_by_edges(cells.values, edges)
+    if cells.has_cls and len(cells):
+        bins[cells.offsets[:-1]] = 0
+    return bins
 
 
 def length_sorted_batches(
