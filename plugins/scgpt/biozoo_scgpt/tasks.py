@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from biozoo.errors import BiozooError
-from biozoo.singlecell.anndata_io import match_genes, read_h5ad, validate_expression, write_h5ad_atomic
+from biozoo.singlecell.anndata_io import read_h5ad, write_h5ad_atomic
 from biozoo.singlecell.binning import bin_values
 from biozoo.singlecell.errors import DataError
-from biozoo.singlecell.normalize import log1p, normalize_total
+from biozoo.singlecell.prepare import log_normalized_matched
 from biozoo.singlecell.tokenize import TokenizedCells, length_sorted_batches, pad_cells, tokenize_cells
 from biozoo.singlecell.vocab import GeneVocabulary
 
@@ -97,28 +97,16 @@ def prepare(
 ) -> PreparedCells:
     """Checks, gene matching, normalisation, binning and tokenization (see the module docstring)."""
     column = var_column if var_column is not None else contract.gene_column
-    kind = validate_expression(adata, layer=layer, var_column=column)
-    if kind == "scaled":
-        raise DataError(
-            "the expression matrix is scaled (negative values)",
-            hint="use raw counts or log-normalised data (e.g. adata.raw.to_adata())",
-        )
-    match = match_genes(adata, contract.vocabulary, column, min_fraction=0.0)
-    vocab_genes = len(contract.vocabulary) - 3
-    if match.fraction < min_gene_fraction and match.n_matched < min_gene_fraction * vocab_genes:
-        # neither most of the data's genes nor most of the model's genes: refuse, with match_genes' diagnosis
-        match_genes(adata, contract.vocabulary, column, min_fraction=min_gene_fraction)
-    x = adata.X if layer is None else adata.layers[layer]
-    x = x[:, match.matched]
-    steps = [f"matched {match.n_matched}/{match.n_total} genes"]
-    if kind == "counts":
-        x = log1p(normalize_total(x, contract.normalize_total))
-        steps.append(f"normalize_total({contract.normalize_total:g}) + log1p (input: raw counts)")
-    elif kind == "normalized":
-        x = log1p(x)
-        steps.append("log1p (input: normalised, not logged)")
-    else:
-        steps.append("used as is (input: log-normalised)")
+    matched = log_normalized_matched(
+        adata,
+        contract.vocabulary,
+        n_specials=3,
+        var_column=column,
+        layer=layer,
+        target_sum=contract.normalize_total,
+        min_gene_fraction=min_gene_fraction,
+    )
+    x, match, kind, steps = matched.x, matched.match, matched.input_kind, matched.steps
     if contract.binning == "reference":  # numpy's global RNG, exactly as scGPT's Preprocessor
         binned = bin_values(x, contract.n_bins, mode="reference", sparse_output=True)
         steps.append(f"binned into {contract.n_bins} bins per cell (ties from numpy's global RNG, as scGPT)")

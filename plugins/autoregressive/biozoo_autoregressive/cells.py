@@ -1,0 +1,188 @@
+"""AnnData -> token batches for autoregressive models, from the model's manifest ``preprocessing``.
+
+A cell becomes ``<cls>`` + its expressed genes, in rank order (highest expression first, ties in
+``var`` order; tGPT/Geneformer style, the default for next_token models) or in ``var`` order (as
+scModelForge's binned tokenizer), truncated to the first ``max_len`` tokens, with ``<eos>``
+after the last gene when the model has one and the cell fits. Values are log-normalised
+expression; bins come from fixed edges (the same for every cell, so a generated bin can be turned
+back into a value). The checks, gene matching and normalisation are ``biozoo.singlecell``'s,
+shared with every single-cell plugin.
+
+Two tokenizers are registered by name in manifests:
+
+* ``autoregressive.cell_tokenizer``: vocabulary with specials (``<pad>``, ``<unk>``, ``<mask>``,
+  ``<cls>``, ``<eos>``) in ``vocab.json``; ``config``: ``gene_order``, ``max_len``, ``bin_edges``.
+* ``autoregressive.scmodelforge_tokenizer``: scModelForge's ``gene_vocab.json`` (genes from id 4)
+  and its ``tokenizer_config`` (``strategy``, ``max_genes``, ``n_bins``, ``binning_method``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from biozoo.errors import BiozooError
+from biozoo.singlecell.binning import digitize_by_edges, uniform_bin_edges
+from biozoo.singlecell.errors import DataError
+from biozoo.singlecell.prepare import log_normalized_matched
+from biozoo.singlecell.tokenize import TokenizedCells, length_sorted_batches, pad_cells, rank_order, tokenize_cells
+from biozoo.singlecell.vocab import GeneVocabulary
+
+SCMODELFORGE_SPECIALS = ("<pad>", "<unk>", "<mask>", "<cls>")
+GeneOrder = Literal["rank", "var"]
+
+
+@dataclass(frozen=True)
+class CellContract:
+    """What the model expects as input."""
+
+    vocabulary: GeneVocabulary
+    gene_order: GeneOrder = "rank"
+    max_len: int = 2048
+    bin_edges: np.ndarray | None = None  #: None: no bins (scModelForge's rank_value strategy)
+    eos_token: str | None = None
+    gene_column: str | None = None
+    normalize_total: float = 1e4
+    n_specials: int = 4
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.vocabulary) - self.n_specials
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> CellContract:
+        manifest = getattr(model, "zoo_manifest", None)
+        location = getattr(model, "zoo_location", None)
+        if manifest is None or manifest.preprocessing is None or location is None:
+            raise BiozooError(
+                "this model has no preprocessing section in its manifest, so its input genes are unknown",
+                "load models with biozoo.load(); autoregressive models carry a vocabulary",
+            )
+        pre = manifest.preprocessing
+        config = dict(pre.config)
+        if "vocabulary" not in pre.files:
+            raise BiozooError(
+                f"{manifest.id}: preprocessing.files has no 'vocabulary', so genes cannot be matched",
+                "save the model with its gene vocabulary (gene_vocab.json / vocab.json)",
+            )
+        path = location.file(pre.files["vocabulary"])
+        column = config.get("gene_column")
+        column = None if column in (None, "index") else column
+        if pre.name.endswith("scmodelforge_tokenizer"):
+            return cls._scmodelforge(path, config, column, model)
+        edges = config.get("bin_edges")
+        return cls(
+            vocabulary=GeneVocabulary.from_json(path),
+            gene_order=config.get("gene_order", "rank"),
+            max_len=int(config.get("max_len", getattr(model, "max_seq_len", 2048))),
+            bin_edges=None if edges is None else np.asarray(edges, dtype=np.float64),
+            eos_token=config.get("eos_token"),
+            gene_column=column,
+            normalize_total=float(config.get("normalize_total", 1e4)),
+            n_specials=int(config.get("n_specials", 5)),
+        )
+
+    @classmethod
+    def _scmodelforge(cls, path: Any, config: dict, column: str | None, model: torch.nn.Module) -> CellContract:
+        import json
+
+        genes = json.loads(path.read_text())
+        vocab = GeneVocabulary({**{t: i for i, t in enumerate(SCMODELFORGE_SPECIALS)}, **genes})
+        strategy = config.get("strategy", "binned_expression")
+        n_bins = int(config.get("n_bins", getattr(model, "n_bins", 51)))
+        if config.get("binning_method", "uniform") != "uniform" and strategy == "binned_expression":
+            raise BiozooError(
+                "this scModelForge model used quantile bins, whose edges were fitted on its training data "
+                "and are not saved in the folder",
+                "bins only matter for the loss; embeddings and logits do not use them",
+            )
+        return cls(
+            vocabulary=vocab,
+            gene_order="rank" if strategy == "rank_value" else "var",
+            max_len=int(config.get("max_genes", getattr(model, "max_seq_len", 2048))),
+            bin_edges=uniform_bin_edges(n_bins) if strategy == "binned_expression" else None,
+            gene_column=column,
+        )
+
+
+@dataclass
+class PreparedCells:
+    """Tokenized cells (CLS first, genes in the model's order) and what happened on the way."""
+
+    cells: TokenizedCells
+    steps: list[str] = field(default_factory=list)
+
+
+def prepare(
+    adata: Any, contract: CellContract, *, var_column: str | None = None, layer: str | None = None
+) -> PreparedCells:
+    """Checks, gene matching, log-normalisation and tokenization (see the module docstring)."""
+    matched = log_normalized_matched(
+        adata,
+        contract.vocabulary,
+        n_specials=contract.n_specials,
+        var_column=var_column if var_column is not None else contract.gene_column,
+        layer=layer,
+        target_sum=contract.normalize_total,
+    )
+    cells = tokenize_cells(matched.x, matched.gene_ids, cls_id=contract.vocabulary["<cls>"], cls_value=0.0)
+    empty = np.flatnonzero(cells.lengths <= 1)
+    if empty.size:
+        names = ", ".join(str(adata.obs_names[i]) for i in empty[:5])
+        raise DataError(
+            f"{empty.size} cells express none of the model's genes (e.g. {names})",
+            hint="drop empty cells first (e.g. scanpy.pp.filter_cells(adata, min_genes=1)), or check the gene column",
+        )
+    steps = list(matched.steps)
+    if contract.gene_order == "rank":
+        cells = rank_order(cells)
+        steps.append("genes ordered by expression, highest first (ties in var order)")
+    else:
+        steps.append("genes in var order")
+    longest = int(cells.lengths.max())
+    if longest > contract.max_len:
+        steps.append(f"cells longer than {contract.max_len} tokens keep their first {contract.max_len}")
+    return PreparedCells(cells, steps)
+
+
+def tokens_to_batch(cells: TokenizedCells, idx: np.ndarray, contract: CellContract) -> dict[str, np.ndarray]:
+    """Right-padded ``input_ids``, ``attention_mask``, ``values`` and ``bin_ids`` (+ ``<eos>``) for cells ``idx``."""
+    vocab = contract.vocabulary
+    eos = None if contract.eos_token is None else vocab[contract.eos_token]
+    room = contract.max_len - (1 if eos is not None else 0)
+    batch = pad_cells(cells, idx, pad_id=vocab["<pad>"], pad_value=0.0, max_len=room, truncation="head")
+    ids, values, padding = batch.genes, batch.values, batch.padding_mask
+    lengths = (~padding).sum(axis=1)
+    if eos is not None:
+        complete = cells.lengths[np.asarray(idx)] <= room  # the whole cell fit: mark its end
+        width = ids.shape[1] + int(complete.any() and (lengths[complete] == ids.shape[1]).any())
+        ids = np.pad(ids, ((0, 0), (0, width - ids.shape[1])), constant_values=vocab["<pad>"])
+        values = np.pad(values, ((0, 0), (0, width - values.shape[1])))
+        rows = np.flatnonzero(complete)
+        ids[rows, lengths[rows]] = eos
+        lengths = lengths + complete
+    mask = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+    out = {"input_ids": ids, "attention_mask": mask.astype(np.int64), "values": np.where(mask, values, 0.0)}
+    if contract.bin_edges is not None:
+        bins = digitize_by_edges(out["values"].astype(np.float32), contract.bin_edges)
+        bins[:, 0] = 0
+        bins[~mask] = 0
+        if eos is not None:
+            bins[ids == eos] = 0
+        out["bin_ids"] = bins
+    out["values"] = out["values"].astype(np.float32)
+    return out
+
+
+def batches(
+    prepared: PreparedCells, contract: CellContract, batch_size: int, device: torch.device
+) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    """``(cell indices, model inputs)`` over length-sorted batches."""
+    groups, _ = length_sorted_batches(prepared.cells.lengths, batch_size)
+    for idx in groups:
+        arrays = tokens_to_batch(prepared.cells, idx, contract)
+        yield idx, {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
