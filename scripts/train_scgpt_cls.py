@@ -21,30 +21,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "registry" / "scgpt" / "cls"
 TEST = ROOT / "examples" / "pbmc68k_test.h5ad"
 SEED = 0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def load_counts():
-    import anndata as ad
-    import scanpy as sc
-    from scipy import sparse
-
-    pbmc = sc.datasets.pbmc68k_reduced()
-    counts = np.rint(np.expm1(pbmc.raw.X.toarray()) * pbmc.obs["n_counts"].to_numpy()[:, None] / 1e4)
-    adata = ad.AnnData(X=sparse.csr_matrix(counts.astype(np.float32)), obs=pbmc.obs[["bulk_labels"]].copy())
-    adata.var_names = list(pbmc.raw.var_names)
-    adata.obs["bulk_labels"] = adata.obs["bulk_labels"].astype(str)
-    adata.uns["source"] = (
-        "scanpy.datasets.pbmc68k_reduced(): 10x Fresh 68k PBMCs donor A (Zheng et al. 2017); "
-        "raw counts recovered as round(expm1(raw.X) * n_counts / 1e4)"
-    )
-    return adata
+from pbmc_data import load_counts, train_test_split  # noqa: E402
 
 
 def base_model(folder: Path, genes: list[str]) -> Path:
@@ -108,14 +93,11 @@ def main(train_model: bool = True) -> None:
 
     import biozoo
     from biozoo.singlecell.anndata_io import write_h5ad_atomic
-    from biozoo_scgpt.finetune import finetune, split
+    from biozoo_scgpt.finetune import finetune
     from biozoo_scgpt.tasks import class_probabilities
 
     adata = load_counts()
-    classes = sorted(adata.obs["bulk_labels"].unique())
-    y = np.array([classes.index(v) for v in adata.obs["bulk_labels"]])
-    train_idx, test_idx = split(y, 0.2, SEED)
-    train, test = adata[train_idx].copy(), adata[test_idx].copy()
+    train, test = train_test_split(adata)
     work = Path(tempfile.mkdtemp())
     report: dict = {}
     try:

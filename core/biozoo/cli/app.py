@@ -376,6 +376,47 @@ def finetune_cmd(
     out.print(f"publish it with: zoo publish {output} --repo ORG/NAME")
 
 
+@app.command("generate")
+def generate_cmd(
+    model: Model,
+    n_cells: Annotated[int, typer.Option("--n-cells", "-n", help="how many cells to sample")] = 100,
+    output: Annotated[Path, typer.Option("--output", "-o", help="new .h5ad with the generated cells")] = Path(
+        "generated.h5ad"
+    ),
+    max_length: Annotated[int | None, typer.Option(help="at most this many genes per cell")] = None,
+    temperature: Annotated[float, typer.Option(help="sampling temperature; 0 = greedy")] = 1.0,
+    top_k: Annotated[int | None, typer.Option(help="sample among the k most likely genes only")] = None,
+    top_p: Annotated[float | None, typer.Option(help="nucleus sampling: smallest set with this probability")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the sampler")] = 0,
+    batch_size: BatchSize = 64,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute every prefix (slow; for checks)")] = False,
+    device: Device = None,
+    processor: Processor = None,
+) -> None:
+    """Sample new cells from a generative model into an .h5ad (expression, bins, gene order, provenance)."""
+    from biozoo.errors import BiozooError
+
+    if output.exists() and output.is_dir():
+        raise BiozooError(f"the output {output} is a folder", "give a file name, e.g. -o generated.h5ad")
+    loaded, generate = _task("generate", model, device, processor)
+    result = generate(
+        loaded,
+        output,
+        n_cells=n_cells,
+        max_length=max_length,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+        use_cache=not no_cache,
+    )
+    out.print(
+        f"[bold green]generated[/] {result['cells']} cells ({result['genes_per_cell']:.0f} genes per cell on "
+        f"average, {result['ended']} ended by the model) -> {output}"
+    )
+
+
 @app.command("convert")
 def convert_cmd(
     converter: Annotated[str, typer.Argument(help="converter name, e.g. scgpt (`zoo list --kind converters`)")],

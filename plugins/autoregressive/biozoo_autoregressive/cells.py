@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from biozoo.errors import BiozooError
-from biozoo.singlecell.binning import digitize_by_edges, uniform_bin_edges
+from biozoo.singlecell.binning import bin_midpoints, digitize_by_edges, uniform_bin_edges
 from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.prepare import log_normalized_matched
 from biozoo.singlecell.tokenize import TokenizedCells, length_sorted_batches, pad_cells, rank_order, tokenize_cells
@@ -44,10 +44,17 @@ class CellContract:
     gene_order: GeneOrder = "rank"
     max_len: int = 2048
     bin_edges: np.ndarray | None = None  #: None: no bins (scModelForge's rank_value strategy)
+    zero_bin: bool = False  #: bin 0 = not expressed only; expressed values get 1 + their interval
     eos_token: str | None = None
     gene_column: str | None = None
     normalize_total: float = 1e4
     n_specials: int = 4
+
+    def bin_values(self) -> np.ndarray:
+        """The expression each bin stands for (interval midpoints; 0 for bin 0), to turn bins back into values."""
+        assert self.bin_edges is not None
+        mids = (self.bin_edges[:-1] + self.bin_edges[1:]) / 2
+        return np.concatenate([[0.0], mids]) if self.zero_bin else bin_midpoints(self.bin_edges)
 
     @property
     def n_genes(self) -> int:
@@ -81,6 +88,7 @@ class CellContract:
             max_len=int(config.get("max_len", getattr(model, "max_seq_len", 2048))),
             bin_edges=None if edges is None else np.asarray(edges, dtype=np.float64),
             eos_token=config.get("eos_token"),
+            zero_bin=bool(config.get("zero_bin", False)),
             gene_column=column,
             normalize_total=float(config.get("normalize_total", 1e4)),
             n_specials=int(config.get("n_specials", 5)),
@@ -168,7 +176,10 @@ def tokens_to_batch(cells: TokenizedCells, idx: np.ndarray, contract: CellContra
     mask = np.arange(ids.shape[1])[None, :] < lengths[:, None]
     out = {"input_ids": ids, "attention_mask": mask.astype(np.int64), "values": np.where(mask, values, 0.0)}
     if contract.bin_edges is not None:
-        bins = digitize_by_edges(out["values"].astype(np.float32), contract.bin_edges)
+        values32 = out["values"].astype(np.float32)
+        bins = digitize_by_edges(values32, contract.bin_edges)
+        if contract.zero_bin:  # scModelForge's bin 0 also holds small values; here it means "not expressed"
+            bins = np.where(values32 > 0, bins + 1, 0)
         bins[:, 0] = 0
         bins[~mask] = 0
         if eos is not None:

@@ -53,6 +53,18 @@ class ModelOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None  #: the last layer's states ``([B, S, H],)``
     bin_logits: torch.Tensor | None = None  #: next-bin logits ``[B, S-1, n_bins]`` (next_token, with targets)
 
+    # read like a mapping of the outputs that are set (what `zoo verify` and dict-style callers use)
+    def __getitem__(self, name: str) -> Any:
+        if name not in self:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.__dataclass_fields__ and getattr(self, name) is not None
+
+    def __iter__(self):
+        return (name for name in self.__dataclass_fields__ if getattr(self, name) is not None)
+
 
 class PredictionHead(nn.Module):
     """``decoder(LayerNorm(GELU(dense(h))))``: scModelForge's gene and bin heads."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import anndata as ad
@@ -16,6 +13,7 @@ from scipy import sparse
 import biozoo
 from biozoo.singlecell.errors import DataError
 from biozoo_scgpt import tasks
+from tests.support.cli import zoo
 
 ROOT = Path(__file__).resolve().parents[3]
 CELLS = ROOT / "examples" / "pbmc68k_test.h5ad"
@@ -29,16 +27,6 @@ def model():
 @pytest.fixture
 def cells() -> ad.AnnData:
     return ad.read_h5ad(CELLS)
-
-
-def zoo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "biozoo.cli.app", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ),
-    )
 
 
 def test_annotations_match_an_independent_pipeline_built_from_reference_functions(model, cells) -> None:

@@ -1,0 +1,162 @@
+"""Tasks behind ``zoo embed`` and ``zoo generate`` for autoregressive models; outputs written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from biozoo.errors import BiozooError
+from biozoo.singlecell.anndata_io import read_h5ad, write_h5ad_atomic
+from biozoo_autoregressive.cells import CellContract, PreparedCells, batches, prepare
+
+EMBEDDING_KEY = "X_autoregressive"
+
+
+def _provenance(model: torch.nn.Module, task: str, seed: int | None, steps: list[str] | None = None) -> dict:
+    from biozoo_autoregressive import __version__
+
+    manifest = model.zoo_manifest
+    return {
+        "task": task,
+        "model": manifest.id,
+        "origin": model.zoo_report.origin,
+        "weights_sha256": {f.path: f.sha256 for f in manifest.weights.files} if manifest.weights else {},
+        "plugin": f"biozoo-autoregressive {__version__}",
+        "objective": model.objective,
+        "seed": -1 if seed is None else seed,
+        "preprocessing": steps or [],
+    }
+
+
+def cell_embeddings(
+    model: torch.nn.Module,
+    adata: Any,
+    *,
+    batch_size: int = 64,
+    var_column: str | None = None,
+    layer: str | None = None,
+) -> tuple[np.ndarray, PreparedCells]:
+    """``model.encode`` for every cell, in cell order: ``[cells, hidden]``."""
+    contract = CellContract.of(model)
+    prepared = prepare(adata, contract, var_column=var_column, layer=layer)
+    device = next(model.parameters()).device
+    out = np.empty((len(prepared.cells), model.hidden_dim), dtype=np.float32)
+    with torch.inference_mode():
+        for idx, inputs in batches(prepared, contract, batch_size, device):
+            out[idx] = model.encode(**inputs).float().cpu().numpy()
+    return out, prepared
+
+
+def embed(
+    model: torch.nn.Module,
+    input_path: Path,
+    output_path: Path,
+    *,
+    batch_size: int = 64,
+    var_column: str | None = None,
+    layer: str | None = None,
+    seed: int = 0,
+    key: str = EMBEDDING_KEY,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``obsm[key]`` (cell embeddings) and provenance into a new h5ad."""
+    adata = read_h5ad(input_path)
+    emb, prepared = cell_embeddings(model, adata, batch_size=batch_size, var_column=var_column, layer=layer)
+    adata.obsm[key] = emb
+    adata.uns.setdefault("biozoo", {})[key] = _provenance(model, "embed", seed, prepared.steps)
+    write_h5ad_atomic(adata, output_path)
+    return {"cells": adata.n_obs, "dims": emb.shape[1], "key": f"obsm[{key!r}]", "steps": prepared.steps}
+
+
+def generated_to_anndata(model: torch.nn.Module, cells: Any, contract: CellContract) -> Any:
+    """Sampled cells -> AnnData over the vocabulary's genes: ``X`` = bin midpoints (log-normalised scale),
+    ``layers['bins']`` = the sampled bins, ``obs['n_genes']``, ``obs['order']`` keeps the sampled gene order."""
+    import anndata as ad
+    import pandas as pd
+    from scipy import sparse
+
+    if contract.bin_edges is None:
+        raise BiozooError("this model has no bin edges, so sampled bins cannot be turned into expression")
+    vocab = contract.vocabulary
+    specials = {vocab.token(i) for i in model.special_token_ids} | (
+        {contract.eos_token} if contract.eos_token else set()
+    )
+    genes = [t for t in vocab if t not in specials]
+    column_of = np.full(len(vocab), -1, dtype=np.int64)
+    column_of[[vocab[g] for g in genes]] = np.arange(len(genes))
+    ids, bins = cells.gene_ids.cpu().numpy(), cells.bin_ids.cpu().numpy()
+    lengths = cells.lengths.cpu().numpy()
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    keep = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+    cols = column_of[ids[keep]]
+    midpoints = contract.bin_values().astype(np.float32)
+    shape = (len(lengths), len(genes))
+    x = sparse.csr_matrix((midpoints[bins[keep]], (rows, cols)), shape=shape)
+    binned = sparse.csr_matrix((bins[keep].astype(np.int32), (rows, cols)), shape=shape)
+    obs = pd.DataFrame(
+        {
+            "n_genes": lengths.astype(np.int64),
+            "ended": cells.ended.cpu().numpy(),
+            "order": [" ".join(vocab.token(int(g)) for g in row[:n]) for row, n in zip(ids, lengths, strict=True)],
+        },
+        index=[f"generated-{i}" for i in range(len(lengths))],
+    )
+    return ad.AnnData(x, obs=obs, var=pd.DataFrame(index=genes), layers={"bins": binned})
+
+
+def generate(
+    model: torch.nn.Module,
+    output_path: Path,
+    *,
+    n_cells: int = 100,
+    max_length: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = 0,
+    batch_size: int = 64,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Sample ``n_cells`` cells and write them to a new h5ad (see :func:`generated_to_anndata`)."""
+    import anndata as ad
+    from tqdm.auto import tqdm
+
+    if output_path.suffix != ".h5ad":
+        raise BiozooError(f"the output {output_path} must end in .h5ad", "e.g. -o generated.h5ad")
+    if batch_size < 1:
+        raise BiozooError(f"batch_size must be >= 1, got {batch_size}")
+    contract = CellContract.of(model)
+    if max_length is not None and max_length > contract.max_len - 2:
+        raise BiozooError(
+            f"max_length {max_length} exceeds what this model was trained on: {contract.max_len} tokens "
+            f"including <cls> and <eos>, so at most {contract.max_len - 2} genes",
+            f"use --max-length {contract.max_len - 2} or less",
+        )
+    parts = []
+    sizes = [min(batch_size, n_cells - start) for start in range(0, n_cells, batch_size)]
+    for i, size in enumerate(tqdm(sizes, desc="generating", unit="batch", disable=not progress, leave=False)):
+        cells = model.generate(
+            size,
+            max_length=max_length or contract.max_len - 2,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=None if seed is None else seed + i,
+            use_cache=use_cache,
+        )
+        parts.append(generated_to_anndata(model, cells, contract))
+    adata = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
+    adata.obs_names = [f"generated-{i}" for i in range(adata.n_obs)]
+    settings = {"temperature": temperature, "top_k": top_k or 0, "top_p": top_p or 1.0, "max_length": max_length or 0}
+    adata.uns["biozoo"] = {"generate": {**_provenance(model, "generate", seed), "sampling": settings}}
+    write_h5ad_atomic(adata, output_path)
+    return {
+        "cells": adata.n_obs,
+        "genes_per_cell": float(adata.obs["n_genes"].mean()),
+        "ended": int(adata.obs["ended"].sum()),
+        "output": str(output_path),
+    }
