@@ -42,6 +42,12 @@ def main() -> None:
     for row in biozoo.explain(model):
         print(f"  {row['module']}: ran {row['ran']} ({row['reason']})")
 
+    # a generative single-cell model: sample new PBMCs gene by gene (KV cache), and an scModelForge folder as it is
+    work = Path(tempfile.mkdtemp())
+    run("verify", "autoregressive/pbmc-small")
+    run("generate", "autoregressive/pbmc-small", "-n", "100", "-o", str(work / "generated.h5ad"))
+    run("info", str(ROOT / "plugins" / "autoregressive" / "tests" / "golden" / "scmodelforge-cls"))
+
     # scGPT on real cells: held-out PBMCs the shipped classifier never saw
     run("list", "scgpt")
     run("verify", "scgpt/cls")

@@ -15,6 +15,7 @@ Run (needs scanpy and scikit-learn): ``python scripts/train_autoregressive_pbmc.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ ARCH = dict(
     num_layers=4,
     num_heads=4,
     ffn_dim=256,
-    dropout=0.1,
+    dropout=0.2,
     max_seq_len=MAX_LEN,
     pooling="mean",
     positional="rotary",
@@ -60,6 +61,8 @@ def write_model(model: torch.nn.Module, genes: list[str], report: dict) -> None:
     from biozoo.utils.atomic import atomic_directory
     from biozoo.utils.hashing import sha256_file
 
+    if OUT.exists():
+        shutil.rmtree(OUT)  # re-training replaces the shipped model
     with atomic_directory(OUT) as folder:
         GeneVocabulary.from_tokens([*SPECIALS, *genes]).to_json(folder / "vocab.json")
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -78,8 +81,8 @@ def write_model(model: torch.nn.Module, genes: list[str], report: dict) -> None:
             "id": "autoregressive/pbmc-small",
             "description": (
                 "Next-gene generative transformer of human PBMCs (4 layers, d128, rotary), trained by biozoo from "
-                "random initialisation on 560 cells of scanpy's pbmc68k_reduced (765 genes, rank-ordered, 50 "
-                "expression bins). Samples new cells with `zoo generate`. A small demonstration model."
+                "random initialisation on 504 cells (+56 for validation) of scanpy's pbmc68k_reduced (765 genes, "
+                "rank-ordered, 50 expression bins). Samples new cells with `zoo generate`. A small demonstration model."
             ),
             "architecture": {"name": "autoregressive.transformer", "config": {"vocab_size": len(genes) + 5, **ARCH}},
             "preprocessing": {
@@ -138,7 +141,7 @@ def train_model() -> None:
         prepare(fit, contract).cells,
         prepare(val, contract).cells,
         contract,
-        epochs=10,
+        epochs=40,
         lr=2e-3,
         batch_size=16,
         patience=6,
@@ -195,9 +198,7 @@ def evaluate(n_cells: int = 140) -> dict:
         "sampling": "temperature 1.0, no top-k/top-p, seed 0",
         "generated": summary(gen),
         "held-out real (reference point)": summary(real_test),
-        "training real": {
-            "mean_expression_pearson_vs_heldout": float(pearsonr(real_train.mean(0), real_test.mean(0))[0])
-        },
+        "training real": summary(real_train),
         "shuffled baseline": summary(shuffled),
         "generated_ended_by_eos": int(cells.ended.sum()),
     }

@@ -125,26 +125,15 @@ class Registry:
             if status.spec is not None:
                 self._add(status)
         if strict_mode():
-            for table in (
-                self.components,
-                self.processor_decls,
-                self.converters,
-                self.tasks,
-                self.folder_formats,
-                self.models,
-            ):
+            for table in self._tables():
                 for name, owners in table.conflicts().items():
                     raise DuplicateNameError(f"{table.what} {name!r} is claimed by plugins {' and '.join(owners)}")
 
+    def _tables(self) -> tuple[_Table[Any], ...]:
+        return (self.components, self.processor_decls, self.converters, self.tasks, self.folder_formats, self.models)
+
     def _drop(self, plugin: str) -> None:
-        for table in (
-            self.components,
-            self.processor_decls,
-            self.converters,
-            self.tasks,
-            self.folder_formats,
-            self.models,
-        ):
+        for table in self._tables():
             for name in list(table.claims):
                 table.claims[name] = [c for c in table.claims[name] if c.plugin != plugin]
                 if not table.claims[name]:

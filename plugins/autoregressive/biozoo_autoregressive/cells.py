@@ -28,6 +28,7 @@ import torch
 from biozoo.errors import BiozooError
 from biozoo.singlecell.binning import bin_midpoints, digitize_by_edges, uniform_bin_edges
 from biozoo.singlecell.errors import DataError
+from biozoo.singlecell.outputs import model_preprocessing
 from biozoo.singlecell.prepare import log_normalized_matched
 from biozoo.singlecell.tokenize import TokenizedCells, length_sorted_batches, pad_cells, rank_order, tokenize_cells
 from biozoo.singlecell.vocab import GeneVocabulary
@@ -62,21 +63,8 @@ class CellContract:
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> CellContract:
-        manifest = getattr(model, "zoo_manifest", None)
-        location = getattr(model, "zoo_location", None)
-        if manifest is None or manifest.preprocessing is None or location is None:
-            raise BiozooError(
-                "this model has no preprocessing section in its manifest, so its input genes are unknown",
-                "load models with biozoo.load(); autoregressive models carry a vocabulary",
-            )
-        pre = manifest.preprocessing
+        _, pre, path = model_preprocessing(model)
         config = dict(pre.config)
-        if "vocabulary" not in pre.files:
-            raise BiozooError(
-                f"{manifest.id}: preprocessing.files has no 'vocabulary', so genes cannot be matched",
-                "save the model with its gene vocabulary (gene_vocab.json / vocab.json)",
-            )
-        path = location.file(pre.files["vocabulary"])
         column = config.get("gene_column")
         column = None if column in (None, "index") else column
         if pre.name.endswith("scmodelforge_tokenizer"):

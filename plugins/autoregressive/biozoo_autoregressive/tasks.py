@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from biozoo.errors import BiozooError
-from biozoo.singlecell.anndata_io import read_h5ad, write_h5ad_atomic
+from biozoo.singlecell.anndata_io import write_h5ad_atomic
+from biozoo.singlecell.outputs import provenance, write_embeddings
 from biozoo_autoregressive.cells import CellContract, PreparedCells, batches, prepare
 
 EMBEDDING_KEY = "X_autoregressive"
@@ -18,16 +19,9 @@ EMBEDDING_KEY = "X_autoregressive"
 def _provenance(model: torch.nn.Module, task: str, seed: int | None, steps: list[str] | None = None) -> dict:
     from biozoo_autoregressive import __version__
 
-    manifest = model.zoo_manifest
     return {
-        "task": task,
-        "model": manifest.id,
-        "origin": model.zoo_report.origin,
-        "weights_sha256": {f.path: f.sha256 for f in manifest.weights.files} if manifest.weights else {},
-        "plugin": f"biozoo-autoregressive {__version__}",
+        **provenance(model, task, f"biozoo-autoregressive {__version__}", seed, steps),
         "objective": model.objective,
-        "seed": -1 if seed is None else seed,
-        "preprocessing": steps or [],
     }
 
 
@@ -63,12 +57,14 @@ def embed(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``obsm[key]`` (cell embeddings) and provenance into a new h5ad."""
-    adata = read_h5ad(input_path)
-    emb, prepared = cell_embeddings(model, adata, batch_size=batch_size, var_column=var_column, layer=layer)
-    adata.obsm[key] = emb
-    adata.uns.setdefault("biozoo", {})[key] = _provenance(model, "embed", seed, prepared.steps)
-    write_h5ad_atomic(adata, output_path)
-    return {"cells": adata.n_obs, "dims": emb.shape[1], "key": f"obsm[{key!r}]", "steps": prepared.steps}
+    from biozoo_autoregressive import __version__
+
+    def compute(adata: Any) -> tuple[np.ndarray, list[str]]:
+        emb, prepared = cell_embeddings(model, adata, batch_size=batch_size, var_column=var_column, layer=layer)
+        return emb, prepared.steps
+
+    plugin = f"biozoo-autoregressive {__version__}"
+    return write_embeddings(model, input_path, output_path, compute, key=key, plugin=plugin, seed=seed)
 
 
 def generated_to_anndata(model: torch.nn.Module, cells: Any, contract: CellContract) -> Any:

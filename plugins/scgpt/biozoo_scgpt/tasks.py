@@ -24,6 +24,7 @@ from biozoo.errors import BiozooError
 from biozoo.singlecell.anndata_io import read_h5ad, write_h5ad_atomic
 from biozoo.singlecell.binning import bin_values
 from biozoo.singlecell.errors import DataError
+from biozoo.singlecell.outputs import model_preprocessing, provenance, write_embeddings
 from biozoo.singlecell.prepare import log_normalized_matched
 from biozoo.singlecell.tokenize import TokenizedCells, length_sorted_batches, pad_cells, tokenize_cells
 from biozoo.singlecell.vocab import GeneVocabulary
@@ -54,17 +55,8 @@ class InputContract:
 
     @classmethod
     def _of(cls, model: torch.nn.Module) -> InputContract:
-        manifest = getattr(model, "zoo_manifest", None)
-        location = getattr(model, "zoo_location", None)
-        if manifest is None or manifest.preprocessing is None or location is None:
-            raise BiozooError(
-                "this model has no preprocessing section in its manifest, so its input genes are unknown",
-                "load models with biozoo.load(); converted and published scGPT models carry a vocabulary",
-            )
-        pre = manifest.preprocessing
-        if "vocabulary" not in pre.files:
-            raise BiozooError(f"{manifest.id}: preprocessing.files has no 'vocabulary'")
-        vocab = GeneVocabulary.from_json(location.file(pre.files["vocabulary"]))
+        _, pre, vocab_path = model_preprocessing(model)
+        vocab = GeneVocabulary.from_json(vocab_path)
         config = dict(pre.config)
         column = config.pop("gene_column", None)
         known = {f for f in cls.__dataclass_fields__ if f not in ("vocabulary", "gene_column")}
@@ -218,16 +210,7 @@ def class_probabilities(model: torch.nn.Module, adata: Any, **options: Any) -> t
 def _provenance(model: torch.nn.Module, task: str, seed: int, prepared: PreparedCells | None = None) -> dict:
     from biozoo_scgpt import __version__
 
-    manifest = model.zoo_manifest
-    return {
-        "task": task,
-        "model": manifest.id,
-        "origin": model.zoo_report.origin,
-        "weights_sha256": {f.path: f.sha256 for f in manifest.weights.files} if manifest.weights else {},
-        "plugin": f"biozoo-scgpt {__version__}",
-        "seed": seed,
-        "preprocessing": prepared.steps if prepared else [],
-    }
+    return provenance(model, task, f"biozoo-scgpt {__version__}", seed, prepared.steps if prepared else [])
 
 
 def embed(
@@ -243,14 +226,17 @@ def embed(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``obsm[key]`` (cell embeddings) and ``uns['biozoo']`` provenance to a new h5ad."""
-    adata = read_h5ad(input_path)
-    emb, prepared = cell_embeddings(
-        model, adata, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed, progress=progress
+    from biozoo_scgpt import __version__
+
+    def compute(adata: Any) -> tuple[np.ndarray, list[str]]:
+        emb, prepared = cell_embeddings(
+            model, adata, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed, progress=progress
+        )
+        return emb, prepared.steps
+
+    return write_embeddings(
+        model, input_path, output_path, compute, key=key, plugin=f"biozoo-scgpt {__version__}", seed=seed
     )
-    adata.obsm[key] = emb
-    adata.uns.setdefault("biozoo", {})[key] = _provenance(model, "embed", seed, prepared)
-    write_h5ad_atomic(adata, output_path)
-    return {"cells": adata.n_obs, "dims": emb.shape[1], "key": f"obsm[{key!r}]", "steps": prepared.steps}
 
 
 def annotate(
