@@ -67,7 +67,7 @@ def embed(
     return write_embeddings(model, input_path, output_path, compute, key=key, plugin=plugin, seed=seed)
 
 
-def generated_to_anndata(model: torch.nn.Module, cells: Any, contract: CellContract) -> Any:
+def generated_to_anndata(model: torch.nn.Module, cells: Any, contract: CellContract, first_index: int = 0) -> Any:
     """Sampled cells -> AnnData over the vocabulary's genes: ``X`` = bin midpoints (log-normalised scale),
     ``layers['bins']`` = the sampled bins, ``obs['n_genes']``, ``obs['order']`` keeps the sampled gene order."""
     import anndata as ad
@@ -98,7 +98,7 @@ def generated_to_anndata(model: torch.nn.Module, cells: Any, contract: CellContr
             "ended": cells.ended.cpu().numpy(),
             "order": [" ".join(vocab.token(int(g)) for g in row[:n]) for row, n in zip(ids, lengths, strict=True)],
         },
-        index=[f"generated-{i}" for i in range(len(lengths))],
+        index=[f"generated-{first_index + i}" for i in range(len(lengths))],
     )
     return ad.AnnData(x, obs=obs, var=pd.DataFrame(index=genes), layers={"bins": binned})
 
@@ -144,9 +144,8 @@ def generate(
             seed=None if seed is None else seed + i,
             use_cache=use_cache,
         )
-        parts.append(generated_to_anndata(model, cells, contract))
+        parts.append(generated_to_anndata(model, cells, contract, first_index=sum(sizes[:i])))
     adata = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
-    adata.obs_names = [f"generated-{i}" for i in range(adata.n_obs)]
     settings = {"temperature": temperature, "top_k": top_k or 0, "top_p": top_p or 1.0, "max_length": max_length or 0}
     adata.uns["biozoo"] = {"generate": {**_provenance(model, "generate", seed), "sampling": settings}}
     write_h5ad_atomic(adata, output_path)

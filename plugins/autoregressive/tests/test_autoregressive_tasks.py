@@ -32,7 +32,7 @@ def test_zoo_verify_and_generate_write_well_formed_cells(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     cells = ad.read_h5ad(out)
     real = ad.read_h5ad(CELLS)
-    assert cells.n_obs == 24 and list(cells.var_names) == list(real.var_names)
+    assert cells.n_obs == 24 and cells.obs_names.is_unique and list(cells.var_names) == list(real.var_names)
     x, bins = cells.X.toarray(), cells.layers["bins"].toarray()
     assert ((x > 0) == (bins > 0)).all() and (bins[bins > 0] >= 1).all()
     assert (cells.obs["n_genes"].to_numpy() == (x > 0).sum(1)).all()
