@@ -243,3 +243,14 @@ def length_sorted_batches(
     restore = np.empty_like(order)
     restore[order] = np.arange(order.size)
     return batches, restore
+
+
+def refuse_empty_cells(cells: TokenizedCells, obs_names: Sequence[Any]) -> None:
+    """Cells with no token besides CLS cannot be embedded or annotated: name them instead of returning noise."""
+    empty = np.flatnonzero(cells.lengths <= (1 if cells.has_cls else 0))
+    if empty.size:
+        names = ", ".join(str(obs_names[i]) for i in empty[:5])
+        raise DataError(
+            f"{empty.size} cells express none of the model's genes (e.g. {names})",
+            hint="drop empty cells first (e.g. scanpy.pp.filter_cells(adata, min_genes=1)), or check the gene column",
+        )

@@ -25,12 +25,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from biozoo.errors import BiozooError
 from biozoo.singlecell.binning import bin_midpoints, digitize_by_edges, uniform_bin_edges
-from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.outputs import model_preprocessing
 from biozoo.singlecell.prepare import log_normalized_matched
-from biozoo.singlecell.tokenize import TokenizedCells, length_sorted_batches, pad_cells, rank_order, tokenize_cells
+from biozoo.singlecell.tokenize import (
+    TokenizedCells,
+    length_sorted_batches,
+    pad_cells,
+    rank_order,
+    refuse_empty_cells,
+    tokenize_cells,
+)
 from biozoo.singlecell.vocab import GeneVocabulary
 
 SCMODELFORGE_SPECIALS = ("<pad>", "<unk>", "<mask>", "<cls>")
@@ -90,17 +95,14 @@ class CellContract:
         vocab = GeneVocabulary({**{t: i for i, t in enumerate(SCMODELFORGE_SPECIALS)}, **genes})
         strategy = config.get("strategy", "binned_expression")
         n_bins = int(config.get("n_bins", getattr(model, "n_bins", 51)))
-        if config.get("binning_method", "uniform") != "uniform" and strategy == "binned_expression":
-            raise BiozooError(
-                "this scModelForge model used quantile bins, whose edges were fitted on its training data "
-                "and are not saved in the folder",
-                "bins only matter for the loss; embeddings and logits do not use them",
-            )
+        # quantile edges were fitted on the training data and are not saved with the model; bins are only
+        # loss targets in scModelForge's objective, so embeddings and logits do not need them
+        uniform = config.get("binning_method", "uniform") == "uniform"
         return cls(
             vocabulary=vocab,
             gene_order="rank" if strategy == "rank_value" else "var",
             max_len=int(config.get("max_genes", getattr(model, "max_seq_len", 2048))),
-            bin_edges=uniform_bin_edges(n_bins) if strategy == "binned_expression" else None,
+            bin_edges=uniform_bin_edges(n_bins) if strategy == "binned_expression" and uniform else None,
             gene_column=column,
         )
 
@@ -126,13 +128,7 @@ def prepare(
         target_sum=contract.normalize_total,
     )
     cells = tokenize_cells(matched.x, matched.gene_ids, cls_id=contract.vocabulary["<cls>"], cls_value=0.0)
-    empty = np.flatnonzero(cells.lengths <= 1)
-    if empty.size:
-        names = ", ".join(str(adata.obs_names[i]) for i in empty[:5])
-        raise DataError(
-            f"{empty.size} cells express none of the model's genes (e.g. {names})",
-            hint="drop empty cells first (e.g. scanpy.pp.filter_cells(adata, min_genes=1)), or check the gene column",
-        )
+    refuse_empty_cells(cells, adata.obs_names)
     steps = list(matched.steps)
     if contract.gene_order == "rank":
         cells = rank_order(cells)

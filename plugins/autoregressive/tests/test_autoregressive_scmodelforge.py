@@ -125,3 +125,16 @@ def test_bad_inputs_are_named() -> None:
         model(ids, torch.ones(1, 4))
     with pytest.raises(ValueError, match="cannot generate"):
         model.generate(2)
+
+
+def test_tokenizer_settings_come_from_the_folder(tmp_path: Path) -> None:
+    from biozoo_autoregressive.cells import CellContract
+
+    contract = CellContract.of(biozoo.load(GOLDEN / "scmodelforge-cls"))
+    assert contract.gene_order == "var" and contract.max_len == 32 and len(contract.vocabulary) == 64
+    assert contract.vocabulary["GENE0"] == 4 and contract.bin_edges is not None and contract.bin_edges.size == 52
+    folder = _copy(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["tokenizer_config"]["binning_method"] = "quantile"  # edges fitted on training data, not saved
+    (folder / "config.json").write_text(json.dumps(config))
+    assert CellContract.of(biozoo.load(folder)).bin_edges is None

@@ -23,10 +23,15 @@ import torch.nn.functional as F
 from biozoo.errors import BiozooError
 from biozoo.singlecell.anndata_io import read_h5ad, write_h5ad_atomic
 from biozoo.singlecell.binning import bin_values
-from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.outputs import model_preprocessing, provenance, write_embeddings
 from biozoo.singlecell.prepare import log_normalized_matched
-from biozoo.singlecell.tokenize import TokenizedCells, length_sorted_batches, pad_cells, tokenize_cells
+from biozoo.singlecell.tokenize import (
+    TokenizedCells,
+    length_sorted_batches,
+    pad_cells,
+    refuse_empty_cells,
+    tokenize_cells,
+)
 from biozoo.singlecell.vocab import GeneVocabulary
 
 EMBEDDING_KEY = "X_scGPT"
@@ -108,13 +113,7 @@ def prepare(
     cells = tokenize_cells(
         binned, match.ids[match.matched], cls_id=contract.vocabulary[contract.cls_token], cls_value=contract.cls_value
     )
-    empty = np.flatnonzero(cells.lengths <= 1)
-    if empty.size:
-        names = ", ".join(str(adata.obs_names[i]) for i in empty[:5])
-        raise DataError(
-            f"{empty.size} cells express none of the model's genes (e.g. {names})",
-            hint="drop them, or check the gene column",
-        )
+    refuse_empty_cells(cells, adata.obs_names)
     return PreparedCells(cells, match.n_matched, match.n_total, kind, steps)
 
 
