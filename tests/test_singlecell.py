@@ -633,3 +633,13 @@ def test_core_pipeline_needs_neither_torch_anndata_nor_scipy():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[[1, 6, 7], [1, 5, 0]]"
+
+
+def test_length_sorted_batches_cap_padded_tokens():
+    lengths = np.array([100, 1000, 250, 990, 260, 240, 5000])
+    batches, restore = length_sorted_batches(lengths, 4, max_tokens=2000)
+    assert [b.tolist() for b in batches] == [[6], [1, 3], [4, 2, 5, 0]]  # 5000 alone (>= 1 cell), 2x1000, 4x260
+    assert all(len(b) * lengths[b].max() <= 2000 or len(b) == 1 for b in batches)
+    np.testing.assert_array_equal(np.concatenate(batches)[restore], np.arange(7))
+    with pytest.raises(DataError, match="max_tokens"):
+        length_sorted_batches(lengths, 4, max_tokens=0)

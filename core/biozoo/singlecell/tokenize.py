@@ -226,20 +226,37 @@ def bin_cells(cells: TokenizedCells, edges: np.ndarray) -> np.ndarray:
 
 
 def length_sorted_batches(
-    lengths: Sequence[int] | np.ndarray, batch_size: int, *, descending: bool = True
+    lengths: Sequence[int] | np.ndarray,
+    batch_size: int,
+    *,
+    descending: bool = True,
+    max_tokens: int | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Split cell indices into batches of similar length, so little compute is spent on padding.
 
     Returns ``(batches, restore)``: ``batches`` are index arrays, longest first by default (an
     out-of-memory error then shows up on the first batch, not the last); the sort is stable, so ties
     keep their input order. ``restore`` puts results back: ``np.concatenate(per_batch)[restore]``
-    is in the original cell order.
+    is in the original cell order. ``max_tokens`` also caps each batch's padded size (cells x its
+    longest cell): long cells then come in smaller batches, which keeps the attention matrices and
+    activations in cache (a batch always holds at least one cell).
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}", hint="use e.g. batch_size=64")
+    if max_tokens is not None and max_tokens < 1:
+        raise DataError(f"max_tokens must be >= 1 (or None), got {max_tokens}", hint="use e.g. max_tokens=8192")
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths if descending else lengths, kind="stable")
-    batches = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
+    if max_tokens is None:
+        batches = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
+    else:
+        batches, start = [], 0
+        while start < order.size:
+            end = min(start + batch_size, order.size)
+            longest = int(lengths[order[start:end]].max())
+            end = min(end, start + max(1, max_tokens // max(longest, 1)))
+            batches.append(order[start:end])
+            start = end
     restore = np.empty_like(order)
     restore[order] = np.arange(order.size)
     return batches, restore

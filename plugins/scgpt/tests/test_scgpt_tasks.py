@@ -63,8 +63,10 @@ def test_annotations_match_an_independent_pipeline_built_from_reference_function
 def test_embeddings_do_not_depend_on_batching(model, cells) -> None:
     """Length-sorted, padded batches give the same embeddings as one cell at a time."""
     one, _ = tasks.cell_embeddings(model, cells[:12].copy(), batch_size=1, progress=False)
-    many, _ = tasks.cell_embeddings(model, cells[:12].copy(), batch_size=64, progress=False)
+    many, _ = tasks.cell_embeddings(model, cells[:12].copy(), batch_size=64, progress=False, max_tokens=None)
+    capped, _ = tasks.cell_embeddings(model, cells[:12].copy(), batch_size=64, progress=False, max_tokens=700)
     np.testing.assert_allclose(many, one, atol=1e-5)
+    np.testing.assert_allclose(capped, one, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(many, axis=1), 1.0, atol=1e-5)
 
 
