@@ -173,11 +173,21 @@ def tokens_to_batch(cells: TokenizedCells, idx: np.ndarray, contract: CellContra
     return out
 
 
+#: padded tokens per inference batch (as the scGPT plugin: small batches keep activations in cache)
+MAX_BATCH_TOKENS = 4096
+
+
 def batches(
-    prepared: PreparedCells, contract: CellContract, batch_size: int, device: torch.device
+    prepared: PreparedCells,
+    contract: CellContract,
+    batch_size: int,
+    device: torch.device,
+    max_tokens: int | None = MAX_BATCH_TOKENS,
 ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-    """``(cell indices, model inputs)`` over length-sorted batches."""
-    groups, _ = length_sorted_batches(prepared.cells.lengths, batch_size)
+    """``(cell indices, model inputs)`` over length-sorted batches of at most ``batch_size`` cells and
+    ``max_tokens`` padded tokens."""
+    lengths = np.minimum(prepared.cells.lengths + (contract.eos_token is not None), contract.max_len)
+    groups, _ = length_sorted_batches(lengths, batch_size, max_tokens=max_tokens)
     for idx in groups:
         arrays = tokens_to_batch(prepared.cells, idx, contract)
         yield idx, {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
