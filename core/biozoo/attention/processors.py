@@ -80,15 +80,17 @@ class EagerProcessor:
         k, v = expand_kv_heads(k, v, q.shape[1])
         scale = call.scale if call.scale is not None else 1.0 / math.sqrt(q.shape[-1])
         compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-        scores = torch.matmul(q.to(compute), k.to(compute).transpose(-2, -1)) * scale
+        # scale the (small) queries, not the (B x H x Sq x Skv) scores, and edit the scores in place:
+        # every full-size temporary avoided here is a score matrix's worth of memory traffic
+        scores = torch.matmul(q.to(compute) * scale, k.to(compute).transpose(-2, -1))
         keep, bias = combined_bias(call, q.shape[-2], k.shape[-2], compute, q.device)
         if bias is not None:
-            scores = scores + bias
+            scores += bias
         if keep is not None:
-            scores = scores.masked_fill(~keep, float("-inf"))
+            scores.masked_fill_(~keep, float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         if keep is not None or bias is not None:  # rows with nothing to attend to: zeros, not NaN
-            weights = torch.nan_to_num(weights, nan=0.0)
+            weights = torch.nan_to_num(weights, nan=0.0) if weights.requires_grad else weights.nan_to_num_(nan=0.0)
         if call.dropout_p > 0:
             weights = F.dropout(weights, p=call.dropout_p)
         out = torch.matmul(weights, v.to(compute)).to(q.dtype)
