@@ -68,17 +68,18 @@ def _csr_parts(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, i
     return dense[rows, columns], columns, indptr, (int(dense.shape[0]), int(dense.shape[1]))
 
 
-def _check_values(data: np.ndarray) -> None:
+def _check_values(
+    data: np.ndarray,
+    action: str = "bin",
+    negative_hint: str = "scGPT bins non-negative expression: use raw counts or log-normalised data, not z-scored X",
+) -> None:
     if data.size and not np.all(np.isfinite(data)):
         raise DataError(
-            "cannot bin NaN or infinite expression values",
+            f"cannot {action} NaN or infinite expression values",
             hint="run validate_expression() first and fix or drop the offending cells",
         )
     if data.size and data.min() < 0:
-        raise DataError(
-            f"cannot bin negative expression values (minimum {data.min()})",
-            hint="scGPT bins non-negative expression: use raw counts or log-normalised data, not z-scored X",
-        )
+        raise DataError(f"cannot {action} negative expression values (minimum {data.min()})", hint=negative_hint)
 
 
 def _quantile_edges(
@@ -300,16 +301,11 @@ def quantile_bin_edges(values: Any, n_bins: int, *, value_max: float = 10.0) -> 
     data = _csr_parts(values)[0] if sparse_input else np.asarray(values).ravel()  # implicit zeros are not > 0
     if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
         raise DataError(f"cannot take quantiles of {data.dtype} values", hint="pass a numeric expression matrix")
-    if data.size and not np.all(np.isfinite(data)):
-        raise DataError(
-            "cannot compute quantile bin edges from NaN or infinite values",
-            hint="run validate_expression() first and fix or drop the offending cells",
-        )
-    if data.size and data.min() < 0:
-        raise DataError(
-            f"cannot compute quantile bin edges from negative values (minimum {data.min()})",
-            hint="fit the edges on non-negative expression (counts or log1p-normalised), not z-scored X",
-        )
+    _check_values(
+        data,
+        "compute quantile bin edges from",
+        "fit the edges on non-negative expression (counts or log1p-normalised), not z-scored X",
+    )
     positive = data[data > 0]
     if positive.size == 0:
         return uniform_bin_edges(n_bins, value_max)
