@@ -2,7 +2,8 @@
 
 Each step picks the next gene from the gene head (never a special token, never a gene the cell
 already has) and then its expression bin from the bin head conditioned on that gene (never bin 0:
-tokens are expressed genes). A cell ends at ``<eos>`` or ``max_length``. With ``use_cache`` each
+tokens are expressed genes). A cell ends at ``<eos>`` or ``max_length``, and a finished cell leaves
+the batch (and the cache), so no work is spent on it. With ``use_cache`` each
 step feeds only the newest token and reuses every earlier key and value (``KVCache``); without
 it every step re-runs the whole prefix. Both draw the same random numbers in the same order, so
 they give the same cells for a seed.
@@ -82,10 +83,13 @@ def generate(
     eos = model.eos_token_id
     if eos is not None:
         banned[:, eos] = False
+    pad = model.pad_token_id
+    active = torch.arange(n_cells, device=device)  # output row of each cell still being generated
     ids = torch.full((n_cells, 1), model.cls_token_id, dtype=torch.long, device=device)
     bins = torch.zeros_like(ids)
-    done = torch.zeros(n_cells, dtype=torch.bool, device=device)
-    ended = torch.zeros_like(done)
+    out_ids = torch.full((n_cells, max_length), pad, dtype=torch.long, device=device)
+    out_bins = torch.zeros_like(out_ids)
+    ended = torch.zeros(n_cells, dtype=torch.bool, device=device)
     cache = KVCache() if use_cache else None
     steps = 0
     was_training = model.training
@@ -99,26 +103,29 @@ def generate(
                 if eos is not None and t < min_length:
                     logits[:, eos] = float("-inf")
                 gene = sample_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-                gene = gene.masked_fill(done, model.pad_token_id)
+                stop = gene == eos if eos is not None else torch.zeros_like(gene, dtype=torch.bool)
+                gene = gene.masked_fill(stop, pad)
                 bin_logits = model.next_bin_logits(hidden, gene).float()
                 bin_logits[:, 0] = float("-inf")
                 binned = sample_logits(bin_logits, temperature=bin_temperature, generator=generator)
-                stop = done | (gene == eos) if eos is not None else done
                 binned = binned.masked_fill(stop, 0)
-                if eos is not None:
-                    ended |= ~done & (gene == eos)
-                    gene = gene.masked_fill(gene == eos, model.pad_token_id)
-                done = stop
-                banned[torch.arange(n_cells, device=device), gene] = True
-                banned[:, model.pad_token_id] = True
+                out_ids[active, t], out_bins[active, t] = gene, binned
+                ended[active[stop]] = True
+                banned[torch.arange(active.numel(), device=device), gene] = True
+                banned[:, pad] = True
                 ids = torch.cat([ids, gene[:, None]], dim=1)
                 bins = torch.cat([bins, binned[:, None]], dim=1)
-                if bool(done.all()):
-                    break
+                if bool(stop.any()):  # finished cells leave the batch (and the cache): no work on them
+                    keep = ~stop
+                    if not bool(keep.any()):
+                        break
+                    active, ids, bins, banned = active[keep], ids[keep], bins[keep], banned[keep]
+                    if cache is not None:
+                        cache.layers = {key: (k[keep], v[keep]) for key, (k, v) in cache.layers.items()}
     finally:
         model.train(was_training)
-    genes, gene_bins = ids[:, 1:], bins[:, 1:]
-    lengths = (genes != model.pad_token_id).sum(dim=1)
+    genes, gene_bins = out_ids[:, :steps], out_bins[:, :steps]
+    lengths = (genes != pad).sum(dim=1)
     return GeneratedCells(genes, gene_bins, lengths, ended, steps)
 
 
