@@ -23,28 +23,31 @@ def expand_kv_heads(k: torch.Tensor, v: torch.Tensor, heads: int) -> tuple[torch
     return k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
 
 
-def causal_keep(sq: int, skv: int, device: torch.device) -> torch.Tensor:
-    """Bottom-right aligned causal keep-mask ``[Sq, Skv]``."""
-    offset = skv - sq
-    rows = torch.arange(sq, device=device)[:, None]
-    cols = torch.arange(skv, device=device)[None, :]
-    return cols <= rows + offset
+def causal_keep(sq: int, skv: int, device: torch.device, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Bottom-right aligned causal keep-mask ``[Sq, Skv]``, or ``[len(rows), Skv]`` for the query rows
+    ``rows`` (absolute indices) when a kernel works on a subset of them."""
+    rows = torch.arange(sq, device=device) if rows is None else rows
+    cols = torch.arange(skv, device=device)
+    return cols[None, :] <= rows[:, None] + (skv - sq)
+
+
+def split_mask(call: AttentionCall, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The call's mask as (bool keep-mask, additive bias in ``dtype``), each broadcastable to [B,H,Sq,Skv]."""
+    if call.mask is None:
+        return None, None
+    t = call.mask.tensor
+    if call.mask.kind == "key_padding":
+        return t.to(torch.bool)[:, None, None, :], None
+    if call.mask.kind == "bool":
+        return t.to(torch.bool), None
+    return None, t.to(dtype)
 
 
 def combined_bias(
     call: AttentionCall, sq: int, skv: int, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Merge mask and causal flag into (keep-mask, additive bias), each broadcastable to [B,H,Sq,Skv]."""
-    keep: torch.Tensor | None = None
-    bias: torch.Tensor | None = None
-    if call.mask is not None:
-        t = call.mask.tensor
-        if call.mask.kind == "key_padding":
-            keep = t.to(torch.bool)[:, None, None, :]
-        elif call.mask.kind == "bool":
-            keep = t.to(torch.bool)
-        else:
-            bias = t.to(dtype)
+    keep, bias = split_mask(call, dtype)
     if call.causal:
         c = causal_keep(sq, skv, device)
         keep = c if keep is None else keep & c

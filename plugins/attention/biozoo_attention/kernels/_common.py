@@ -40,12 +40,6 @@ def grouped(t: torch.Tensor, kv_heads: int) -> torch.Tensor:
     return t.reshape(b, kv_heads, h // kv_heads, sq, skv)
 
 
-def causal_keep(rows: torch.Tensor, sq: int, skv: int) -> torch.Tensor:
-    """Bottom-right aligned causal keep-mask for query rows ``rows`` (absolute indices): ``[len(rows), Skv]``."""
-    cols = torch.arange(skv, device=rows.device)
-    return cols[None, :] <= rows[:, None] + (skv - sq)
-
-
 def refuse_unsupported(name: str, caps: ProcessorCaps, call: AttentionCall, q: torch.Tensor, k: torch.Tensor) -> None:
     """Raise for anything the caps do not claim, so a *direct* call never silently drops a feature either.
 

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from biozoo.attention.contract import AttentionCall, AttentionResult, ProcessorCaps
+from biozoo.attention.processors import split_mask
 from biozoo_attention.kernels._common import as_4d, refuse_unsupported
 
 ALL_MASKS = frozenset({"key_padding", "bool", "additive"})
@@ -111,16 +112,10 @@ def _eager_mods(call: AttentionCall, q: torch.Tensor, k: torch.Tensor) -> Callab
     b, h, sq, _ = q.shape
     skv = k.shape[2]
     device = q.device
-    keep = torch.ones((), dtype=torch.bool, device=device)
-    bias = torch.zeros((), dtype=torch.float64 if q.dtype == torch.float64 else torch.float32, device=device)
-    if call.mask is not None:
-        t = call.mask.tensor
-        if call.mask.kind == "key_padding":
-            keep = t.to(torch.bool)[:, None, None, :]
-        elif call.mask.kind == "bool":
-            keep = t.to(torch.bool)
-        else:
-            bias = t.to(bias.dtype)
+    bias_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    keep, bias = split_mask(call, bias_dtype)
+    keep = torch.ones((), dtype=torch.bool, device=device) if keep is None else keep
+    bias = torch.zeros((), dtype=bias_dtype, device=device) if bias is None else bias
     keep = as_4d(keep).expand(b, h, sq, skv)
     bias = as_4d(bias).expand(b, h, sq, skv)
     offset = torch.tensor(skv - sq, device=device)

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from biozoo.attention.contract import AttentionCall, AttentionResult, ProcessorCaps
-from biozoo_attention.kernels._common import causal_keep, compute_dtype, grouped, refuse_unsupported, scale_of
+from biozoo.attention.processors import causal_keep, split_mask
+from biozoo_attention.kernels._common import compute_dtype, grouped, refuse_unsupported, scale_of
 
 ALL_MASKS = frozenset({"key_padding", "bool", "additive"})
 
@@ -65,15 +66,9 @@ class SlicedProcessor:
         qg = q.reshape(b, hkv, h // hkv, sq, d)
         kt = k.to(ctype).transpose(-2, -1).unsqueeze(2)  # [B, Hkv, 1, D, Skv]
         vg = v.to(ctype).unsqueeze(2)  # [B, Hkv, 1, Skv, Dv]
-        keep = bias = None
-        if call.mask is not None:
-            t = call.mask.tensor
-            if call.mask.kind == "key_padding":
-                keep = t.to(torch.bool)[:, None, None, None, :]
-            elif call.mask.kind == "bool":
-                keep = grouped(t.to(torch.bool), hkv)
-            else:
-                bias = grouped(t.to(ctype), hkv)
+        keep, bias = split_mask(call, ctype)
+        keep = None if keep is None else grouped(keep, hkv)  # [B, Hkv, rep|1, Sq|1, Skv], lined up with qg
+        bias = None if bias is None else grouped(bias, hkv)
         out = torch.empty(b, hkv, h // hkv, sq, v.shape[-1], dtype=q.dtype, device=q.device)
         step = self.rows_per_slice(b, h, sq, skv)
         # in place where autograd allows it: peak stays ~2 slices of scores (scores, then probabilities)
@@ -88,7 +83,7 @@ class SlicedProcessor:
                 scores = scores.add_(rows) if inplace else scores + rows
             row_keep = None if keep is None else _rows(keep, start, stop)
             if call.causal:
-                c = causal_keep(torch.arange(start, stop, device=q.device), sq, skv)
+                c = causal_keep(sq, skv, q.device, rows=torch.arange(start, stop, device=q.device))
                 row_keep = c if row_keep is None else row_keep & c
             if row_keep is not None:
                 scores = (scores.masked_fill_ if inplace else scores.masked_fill)(~row_keep, float("-inf"))

@@ -31,12 +31,14 @@ only ``key_padding`` masks (or none).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
 from biozoo.attention.contract import AttentionCall, AttentionResult, ProcessorCaps
-from biozoo.attention.processors import sdpa_available
-from biozoo_attention.kernels._common import causal_keep, refuse_unsupported
+from biozoo.attention.processors import causal_keep, sdpa_available
+from biozoo_attention.kernels._common import refuse_unsupported
 
 
 class VarlenProcessor:
@@ -63,12 +65,12 @@ class VarlenProcessor:
         b, h, sq, _ = q.shape
         skv = k.shape[2]
         if call.mask is None:  # nothing is padding: one dense call
-            mask = causal_keep(torch.arange(sq, device=q.device), sq, skv) if call.causal else None
+            mask = causal_keep(sq, skv, q.device) if call.causal else None
             return AttentionResult(_sdpa(q, k, v, mask, call, square_causal=call.causal and sq == skv))
         keep = call.mask.tensor.to(torch.bool)
-        # Which query rows matter. Forward-compatible with a proposed AttentionCall.query_keep ([B, Sq], True =
-        # a real query; other rows are don't-care): when a module passes it, `varlen` skips padded queries too.
-        query_keep = getattr(call, "query_keep", None)
+        # Which query rows matter: AttentionCall.query_keep ([B, Sq], True = a real query; other rows are
+        # don't-care) lets `varlen` skip padded queries too.
+        query_keep = call.query_keep
         if query_keep is None and self.skip_padded_queries and sq == skv:
             query_keep = keep
         out = q.new_zeros(b, h, sq, v.shape[-1])
@@ -82,7 +84,7 @@ class VarlenProcessor:
             else:
                 qprefix = _is_prefix(qidx)
                 qb, positions = _take(q, rows, qidx, qprefix), qidx
-            mask = causal_keep(positions, sq, skv)[:, kidx] if call.causal else None
+            mask = causal_keep(sq, skv, q.device, rows=positions)[:, kidx] if call.causal else None
             square = (
                 call.causal and sq == skv and kprefix and qprefix and qidx is not None and qidx.numel() == kidx.numel()
             )
@@ -101,17 +103,8 @@ class VarlenSelfProcessor(VarlenProcessor):
 
     name = "varlen-self"
     skip_padded_queries = True
-    caps = ProcessorCaps(
-        masks=frozenset({"key_padding"}),
-        causal=True,
-        causal_with_mask=True,
-        custom_scale=True,
-        gqa=True,
-        dropout=True,
-        need_weights=False,
-        exact=False,
-        approximate=True,  # zeros at padded query rows: not the contract's function there, so never `auto`
-    )
+    # zeros at padded query rows: not the contract's function there, so never `auto`
+    caps = replace(VarlenProcessor.caps, exact=False, approximate=True)
 
 
 def _groups(

@@ -20,7 +20,8 @@ import importlib.util
 import torch
 
 from biozoo.attention.contract import AttentionCall, AttentionResult, ProcessorCaps
-from biozoo_attention.kernels._common import as_4d, causal_keep, refuse_unsupported
+from biozoo.attention.processors import causal_keep, expand_kv_heads, split_mask
+from biozoo_attention.kernels._common import refuse_unsupported
 
 
 class XformersProcessor:
@@ -54,25 +55,14 @@ class XformersProcessor:
         refuse_unsupported(self.name, self.caps, call, q, k)
         b, h, sq, _ = q.shape
         skv = k.shape[2]
-        if k.shape[1] != h:
-            rep = h // k.shape[1]
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        keep: torch.Tensor | None = None
-        bias: torch.Tensor | None = None
-        if call.mask is not None:
-            t = call.mask.tensor
-            if call.mask.kind == "key_padding":
-                keep = t.to(torch.bool)[:, None, None, :]
-            elif call.mask.kind == "bool":
-                keep = as_4d(t.to(torch.bool))
-            else:
-                bias = as_4d(t.to(q.dtype))
+        k, v = expand_kv_heads(k, v, h)
+        keep, bias = split_mask(call, q.dtype)
         attn_bias: object = None
         if call.causal and keep is None and bias is None:
             attn_bias = LowerTriangularFromBottomRightMask()
         elif keep is not None or bias is not None or call.causal:
             if call.causal:
-                c = causal_keep(torch.arange(sq, device=q.device), sq, skv)
+                c = causal_keep(sq, skv, q.device)
                 keep = c if keep is None else keep & c
             full = torch.zeros(b, h, sq, skv, dtype=q.dtype, device=q.device)
             if bias is not None:
