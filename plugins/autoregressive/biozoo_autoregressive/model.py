@@ -30,6 +30,7 @@ from biozoo.errors import BiozooError
 from biozoo.nn.heads import pool
 from biozoo.nn.positional import RotaryPositionalEncoding
 from biozoo.nn.transformer import TransformerEncoder
+from biozoo_autoregressive.scmodelforge_folder import MODEL_KEYS
 
 if TYPE_CHECKING:
     from biozoo_autoregressive.generation import GeneratedCells
@@ -228,26 +229,8 @@ class AutoregressiveTransformer(Architecture):
         get = config.get if isinstance(config, Mapping) else lambda k, d=None: getattr(config, k, d)
         if get("vocab_size") is None:
             raise ValueError("config.vocab_size must be set (the number of genes + special tokens)")
-        keys = [
-            "n_bins",
-            "hidden_dim",
-            "num_layers",
-            "num_heads",
-            "ffn_dim",
-            "dropout",
-            "max_seq_len",
-            "pooling",
-            "activation",
-            "use_expression_values",
-            "layer_norm_eps",
-            "gene_loss_weight",
-            "expression_loss_weight",
-            "positional",
-            "pad_token_id",
-            "cls_token_id",
-            "eos_token_id",
-            "special_token_ids",
-        ]
+        ours = ["layer_norm_eps", "positional", "pad_token_id", "cls_token_id", "eos_token_id", "special_token_ids"]
+        keys = [k for k in MODEL_KEYS if k != "vocab_size"] + ours
         options = {k: get(k) for k in keys if get(k) is not None}
         is_reference = get("architecture") is not None
         objective = get("objective") or ("scmodelforge" if is_reference else "next_token")

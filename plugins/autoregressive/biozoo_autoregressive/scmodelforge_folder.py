@@ -26,7 +26,7 @@ VOCAB = "gene_vocab.json"
 SPECIALS = {"<pad>": 0, "<unk>": 1, "<mask>": 2, "<cls>": 3}
 
 #: ModelConfig fields the AutoregressiveTransformer reads (everything else belongs to other architectures).
-_MODEL_KEYS = [
+MODEL_KEYS = [
     "vocab_size",
     "n_bins",
     "hidden_dim",
@@ -112,7 +112,7 @@ def read_folder(folder: Path) -> LocatedManifest:
         )
     vocab_size = int(model_config["vocab_size"])
     n_genes = _check_vocabulary(folder, vocab_size, safetensors_shapes(weights))
-    arch_config: dict[str, Any] = {k: model_config[k] for k in _MODEL_KEYS if model_config.get(k) is not None}
+    arch_config: dict[str, Any] = {k: model_config[k] for k in MODEL_KEYS if model_config.get(k) is not None}
     arch_config["objective"] = "scmodelforge"
     tokenizer = config.get("tokenizer_config") or {}
     pre_config = {k: tokenizer[k] for k in _TOKENIZER_KEYS if k in tokenizer}
