@@ -10,15 +10,20 @@ printed as its message and hint with exit code 1, never a traceback.
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from biozoo.errors import BiozooError
 
@@ -32,8 +37,24 @@ app = typer.Typer(
 cache_app = typer.Typer(help="Inspect and clean the model cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
+
+def _console(stderr: bool = False) -> Console:
+    """A console whose width is the terminal's, ``COLUMNS`` if set, and unlimited for pipes and files.
+
+    rich assumes 80 columns when it sees no terminal; output that is piped, captured or
+    redirected must not be wrapped or truncated at a width nobody chose.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    interactive = hasattr(stream, "isatty") and stream.isatty()
+    columns = os.environ.get("COLUMNS", "")
+    if interactive or columns.isdigit():
+        return Console(stderr=stderr, soft_wrap=stderr)
+    return Console(stderr=stderr, soft_wrap=stderr, width=_UNLIMITED)
+
+
+_UNLIMITED = 1_000_000
+out = _console()
+err = _console(stderr=True)
 
 
 class Kind(StrEnum):
@@ -76,15 +97,7 @@ def list_cmd(
             )
             for row in rows
         ]
-        widths = [max([len(c[i]) for c in cells] + [len(h)]) for i, h in enumerate(("id", "plugin", "available"))]
-        table = Table()
-        for header, width in zip(("id", "plugin", "available"), widths, strict=True):
-            table.add_column(header, no_wrap=True, width=width)
-        table.add_column("description", no_wrap=True, overflow="ellipsis", width=max(20, out.width - sum(widths) - 13))
-        for model_id, plugin, avail, description in cells:
-            colour = "green" if avail == "yes" else "red"
-            table.add_row(escape(model_id), plugin, f"[{colour}]{escape(avail)}[/]", escape(description))
-        out.print(table)
+        _print_rows(("id", "plugin", "available", "description"), cells, style={2: _availability_style})
         return
     registry = get_registry()
     if kind is Kind.plugins:
@@ -115,6 +128,51 @@ def list_cmd(
     for row in rows:
         table.add_row(*(escape(str(row[c])) for c in columns))
     out.print(table)
+
+
+def _availability_style(value: str) -> str:
+    return "green" if value == "yes" else "red"
+
+
+def _print_rows(
+    headers: tuple[str, ...],
+    rows: list[tuple[str, ...]],
+    style: dict[int, Any] | None = None,
+    min_last: int = 20,
+    shorten_last: bool = True,
+) -> None:
+    """A table when it fits the console; otherwise one block per row (first column alone, the rest indented).
+
+    Every column but the last is shown in full, never truncated (ids are what users copy); the last
+    one is shortened to fit (a description: ``--json`` and ``zoo info`` give it whole) or, with
+    ``shorten_last=False``, wrapped.
+    """
+    style = style or {}
+    widths = [max([len(r[i]) for r in rows] + [len(h)]) for i, h in enumerate(headers)]
+    fixed = sum(widths[:-1]) + 3 * len(headers) + 1
+    if fixed + min(widths[-1], min_last) <= out.width:
+        table = Table()
+        for i, (header, width) in enumerate(zip(headers, widths, strict=True)):
+            last = i == len(headers) - 1
+            if last:
+                table.add_column(header, no_wrap=shorten_last, overflow="ellipsis", max_width=out.width - fixed)
+            else:
+                table.add_column(header, no_wrap=True, min_width=width)
+        for row in rows:
+            table.add_row(*(f"[{style[i](v)}]{escape(v)}[/]" if i in style else escape(v) for i, v in enumerate(row)))
+        out.print(table)
+        return
+    for row in rows:
+        out.print(f"[bold]{escape(row[0])}[/]", soft_wrap=True)
+        rest = [f"{h}: {escape(v)}" for h, v in zip(headers[1:-1], row[1:-1], strict=True)]
+        if rest:
+            out.print("  " + "  ".join(rest), soft_wrap=True, highlight=False)
+        if row[-1] and shorten_last:
+            room = max(out.width - 2, 10)
+            last = row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"
+            out.print(f"  {escape(last)}", highlight=False, soft_wrap=True)
+        elif row[-1]:
+            out.print(Padding(Text(row[-1]), (0, 0, 0, 2), expand=False))
 
 
 _SHORT_REASONS = {
@@ -161,7 +219,7 @@ def plugins_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
 @app.command("info")
 def info_cmd(
-    model: Annotated[str, typer.Argument(help="registry id, model folder, or hf://ORG/NAME@REV")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="registry id, model folder, or hf://ORG/NAME@REV")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show a model's manifest and whether it can be loaded here."""
@@ -174,16 +232,18 @@ def info_cmd(
     import yaml
 
     manifest = data["manifest"]
-    out.print(f"[bold]{manifest['id']}[/]  ({data['origin']})")
+    out.print(f"[bold]{escape(manifest['id'])}[/]  ({escape(data['origin'])})", soft_wrap=True)
     out.print("available: " + _yes(data["available"]))
     for problem in data["problems"]:
-        out.print(f"  [red]{problem}[/]")
-    out.print(yaml.safe_dump(manifest, sort_keys=False).rstrip(), markup=False, highlight=False)
+        out.print(f"  [red]{escape(problem)}[/]", soft_wrap=True)
+    out.file.flush()
+    # YAML wraps its own long strings; re-wrapping them at the terminal width would break the document
+    sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True, width=min(out.width, 100)))
 
 
 @app.command("load")
 def load_cmd(
-    model: Annotated[str, typer.Argument(help="registry id, model folder, or hf://ORG/NAME@REV")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="registry id, model folder, or hf://ORG/NAME@REV")],
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps")] = None,
     dtype: Annotated[
         str | None, typer.Option(help="float32/fp32, bfloat16/bf16, float16/fp16, float64 (default: as stored)")
@@ -209,7 +269,7 @@ def load_cmd(
 
 @app.command("verify")
 def verify_cmd(
-    model: Annotated[str, typer.Argument(help="registry id, model folder, or hf://ORG/NAME@REV")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="registry id, model folder, or hf://ORG/NAME@REV")],
     processor: Annotated[str | None, typer.Option(help="attention processor to verify with")] = None,
 ) -> None:
     """Re-run the manifest's test vectors and compare within its tolerance."""
@@ -223,7 +283,7 @@ def verify_cmd(
 
 @app.command("explain")
 def explain_cmd(
-    model: Annotated[str, typer.Argument(help="registry id, model folder, or hf://ORG/NAME@REV")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="registry id, model folder, or hf://ORG/NAME@REV")],
     processor: Annotated[str | None, typer.Option(help="attention processor to request for every layer")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -234,13 +294,12 @@ def explain_cmd(
     if as_json:
         _print_json(rows)
         return
-    table = Table()
-    table.add_column("module", no_wrap=True, min_width=max([len(r["module"]) for r in rows] + [6]))
-    for column in ("requested", "ran", "why"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(escape(row["module"]), escape(row["requested"]), row["ran"], escape(row["reason"]))
-    out.print(table)
+    _print_rows(
+        ("module", "requested", "ran", "why"),
+        [(r["module"], r["requested"], r["ran"], r["reason"]) for r in rows],
+        min_last=30,
+        shorten_last=False,
+    )
 
 
 @app.command("publish")
@@ -265,27 +324,55 @@ def _task(task: str, model: str, device: str | None, processor: str | None):
     from biozoo import api
     from biozoo.registry import get_registry
 
+    api.parse_device(device)  # a bad --device fails before the model is fetched or loaded
     loaded = api.load(model, device=device, processor=processor)
     return loaded, get_registry().task(task, loaded.zoo_manifest.architecture.name)
 
 
-def _check_h5ad_paths(source: Path, output: Path) -> None:
-    from biozoo.errors import BiozooError
+def _check_input(source: Path) -> None:
+    if not source.is_file():
+        what = "a folder" if source.is_dir() else "missing"
+        raise BiozooError(f"the input {source} is {what}", "give an existing .h5ad file as SOURCE")
 
+
+def _check_h5ad_paths(source: Path | None, output: Path) -> None:
+    """Refuse a bad input or output before the model is loaded: wrong suffix, output = input."""
+    if source is not None:
+        _check_input(source)
     if output.suffix != ".h5ad":
         raise BiozooError(f"the output {output} must end in .h5ad", "e.g. -o annotated.h5ad")
-    if output.resolve() == source.resolve():
-        raise BiozooError("the output would overwrite the input", "write to a new file; the input is never modified")
+    if source is not None and output.resolve() == source.resolve():
+        raise BiozooError(
+            "the output would overwrite the input", "write to a new file with -o; the input is never modified"
+        )
 
 
-Model = Annotated[str, typer.Argument(help="registry id, model folder, or hf://ORG/NAME@REV")]
-Input = Annotated[Path, typer.Argument(help="input .h5ad file")]
+def _within(rule: str, test: Callable[[float], bool]) -> Callable[[float | None], float | None]:
+    """An option callback: the value must be finite and pass ``test`` (click's ranges let NaN through)."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and test(value)):
+            raise _click_exceptions().BadParameter(f"{value} is not {rule}")
+        return value
+
+    return check
+
+
+_positive = _within("a positive number", lambda v: v > 0)
+_non_negative = _within("a number >= 0", lambda v: v >= 0)
+_open_fraction = _within("between 0 and 1 (exclusive)", lambda v: 0 < v < 1)
+_probability = _within("in (0, 1]", lambda v: 0 < v <= 1)
+
+
+Model = Annotated[str, typer.Argument(metavar="MODEL", help="registry id, model folder, or hf://ORG/NAME@REV")]
+Input = Annotated[Path, typer.Argument(metavar="SOURCE", help="input .h5ad file")]
 VarColumn = Annotated[str | None, typer.Option(help="var column with gene names (default: the model's, or var_names)")]
 Layer = Annotated[str | None, typer.Option(help="layer to read instead of X")]
-Seed = Annotated[int, typer.Option(help="seed for binning ties and gene subsampling")]
-BatchSize = Annotated[int, typer.Option(help="cells per batch")]
-Device = Annotated[str | None, typer.Option(help="cpu, cuda, mps")]
+Seed = Annotated[int, typer.Option(min=0, help="seed for binning ties and gene subsampling")]
+BatchSize = Annotated[int, typer.Option(min=1, help="cells per batch")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, mps")]
 Processor = Annotated[str | None, typer.Option(help="attention processor")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace the output if it exists")]
 
 
 @app.command("embed")
@@ -299,14 +386,26 @@ def embed_cmd(
     seed: Seed = 0,
     device: Device = None,
     processor: Processor = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed) in uns."""
+    from biozoo.utils.atomic import staged_output
+
     _check_h5ad_paths(source, output)
-    loaded, embed = _task("embed", model, device, processor)
-    result = embed(loaded, source, output, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed)
-    out.print(f"[bold green]embedded[/] {result['cells']} cells ({result['dims']} dims) -> {output} {result['key']}")
+    with staged_output(output, overwrite=overwrite, needed=source.stat().st_size) as stage:
+        loaded, embed = _task("embed", model, device, processor)
+        result = embed(loaded, source, stage, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed)
+    out.print(
+        f"[bold green]embedded[/] {result['cells']} cells ({result['dims']} dims) -> {escape(str(output))} "
+        f"{escape(result['key'])}",
+        soft_wrap=True,
+    )
+    _print_steps(result)
+
+
+def _print_steps(result: dict[str, Any]) -> None:
     for step in result.get("steps", []):
-        out.print(f"  {escape(step)}")
+        out.print(f"  {escape(step)}", soft_wrap=True)
 
 
 @app.command("annotate")
@@ -320,19 +419,24 @@ def annotate_cmd(
     seed: Seed = 0,
     device: Device = None,
     processor: Processor = None,
+    overwrite: Overwrite = False,
 ) -> None:
-    """Predicted cell type and its confidence into obs (``<model>_label``, ``<model>_confidence``)."""
+    """Predicted cell type and its confidence into obs (<model>_label, <model>_confidence)."""
+    from biozoo.utils.atomic import staged_output
+
     _check_h5ad_paths(source, output)
-    loaded, annotate = _task("annotate", model, device, processor)
-    result = annotate(loaded, source, output, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed)
+    with staged_output(output, overwrite=overwrite, needed=source.stat().st_size) as stage:
+        loaded, annotate = _task("annotate", model, device, processor)
+        result = annotate(loaded, source, stage, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed)
     out.print(
-        f"[bold green]annotated[/] {result['cells']} cells -> {output} "
-        f"(mean confidence {result['mean_confidence']:.2f})"
+        f"[bold green]annotated[/] {result['cells']} cells -> {escape(str(output))} "
+        f"(mean confidence {result['mean_confidence']:.2f})",
+        soft_wrap=True,
     )
-    table = Table("label", "cells")
-    for label, count in sorted(result["labels"].items(), key=lambda kv: -kv[1]):
-        table.add_row(escape(label), str(count))
-    out.print(table)
+    _print_steps(result)
+    _print_rows(
+        ("label", "cells"), sorted(((k, str(v)) for k, v in result["labels"].items()), key=lambda kv: -int(kv[1]))
+    )
 
 
 @app.command("finetune")
@@ -341,96 +445,124 @@ def finetune_cmd(
     source: Input,
     output: Annotated[Path, typer.Option("--output", "-o", help="new model folder to write")],
     label_column: Annotated[str, typer.Option("--label-column", "-l", help="obs column with the cell types")],
-    epochs: Annotated[int, typer.Option(help="maximum epochs")] = 30,
-    lr: Annotated[float, typer.Option(help="learning rate (Adam)")] = 1e-4,
-    val_fraction: Annotated[float, typer.Option(help="stratified validation share")] = 0.15,
-    patience: Annotated[int, typer.Option(help="stop after this many epochs without a better validation loss")] = 5,
+    epochs: Annotated[int, typer.Option(min=1, help="maximum epochs")] = 30,
+    lr: Annotated[float, typer.Option(callback=_positive, help="learning rate (Adam)")] = 1e-4,
+    val_fraction: Annotated[
+        float,
+        typer.Option(callback=_open_fraction, help="stratified validation share"),
+    ] = 0.15,
+    patience: Annotated[
+        int, typer.Option(min=0, help="stop after this many epochs without a better validation loss")
+    ] = 5,
     model_id: Annotated[str | None, typer.Option("--id", help="id for the new model, e.g. lab/pbmc-cls")] = None,
     var_column: VarColumn = None,
     layer: Layer = None,
     batch_size: BatchSize = 32,
     seed: Seed = 0,
     device: Device = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace the output model folder if it exists")
+    ] = False,
 ) -> None:
     """Train a cell-type classifier on labelled cells; writes a publishable model folder."""
-    loaded, finetune = _task("finetune", model, device, None)
-    report = finetune(
-        loaded,
-        source,
-        output,
-        label_column=label_column,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        val_fraction=val_fraction,
-        patience=patience,
-        seed=seed,
-        var_column=var_column,
-        layer=layer,
-        model_id=model_id,
-    )
+    from biozoo.utils.atomic import staged_output
+
+    _check_input(source)
+    with staged_output(output, overwrite=overwrite, folder=True) as stage:
+        loaded, finetune = _task("finetune", model, device, None)
+        report = finetune(
+            loaded,
+            source,
+            stage,
+            label_column=label_column,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            patience=patience,
+            seed=seed,
+            var_column=var_column,
+            layer=layer,
+            model_id=model_id,
+        )
     out.print(
         f"[bold green]fine-tuned[/] {report['epochs_run']} epochs (best {report['best_epoch']}), "
-        f"validation accuracy {report['val_accuracy']:.3f}, macro-F1 {report['val_macro_f1']:.3f} -> {output}"
+        f"validation accuracy {report['val_accuracy']:.3f}, macro-F1 {report['val_macro_f1']:.3f} -> "
+        f"{escape(str(output))}",
+        soft_wrap=True,
     )
-    out.print(f"publish it with: zoo publish {output} --repo ORG/NAME")
+    out.print(f"publish it with: zoo publish {escape(str(output))} --repo ORG/NAME", soft_wrap=True)
 
 
 @app.command("generate")
 def generate_cmd(
     model: Model,
-    n_cells: Annotated[int, typer.Option("--n-cells", "-n", help="how many cells to sample")] = 100,
+    n_cells: Annotated[int, typer.Option("--n-cells", "-n", min=1, help="how many cells to sample")] = 100,
     output: Annotated[Path, typer.Option("--output", "-o", help="new .h5ad with the generated cells")] = Path(
         "generated.h5ad"
     ),
-    max_length: Annotated[int | None, typer.Option(help="at most this many genes per cell")] = None,
-    temperature: Annotated[float, typer.Option(help="sampling temperature; 0 = greedy")] = 1.0,
-    top_k: Annotated[int | None, typer.Option(help="sample among the k most likely genes only")] = None,
-    top_p: Annotated[float | None, typer.Option(help="nucleus sampling: smallest set with this probability")] = None,
-    seed: Annotated[int, typer.Option(help="seed of the sampler")] = 0,
+    max_length: Annotated[int | None, typer.Option(min=1, help="at most this many genes per cell")] = None,
+    temperature: Annotated[float, typer.Option(callback=_non_negative, help="sampling temperature; 0 = greedy")] = 1.0,
+    top_k: Annotated[int | None, typer.Option(min=1, help="sample among the k most likely genes only")] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(callback=_probability, help="nucleus sampling: smallest set with this probability"),
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the sampler")] = 0,
     batch_size: BatchSize = 64,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute every prefix (slow; for checks)")] = False,
     device: Device = None,
     processor: Processor = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Sample new cells from a generative model into an .h5ad (expression, bins, gene order, provenance)."""
-    from biozoo.errors import BiozooError
+    from biozoo.utils.atomic import staged_output
 
-    if output.exists() and output.is_dir():
-        raise BiozooError(f"the output {output} is a folder", "give a file name, e.g. -o generated.h5ad")
-    loaded, generate = _task("generate", model, device, processor)
-    result = generate(
-        loaded,
-        output,
-        n_cells=n_cells,
-        max_length=max_length,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        batch_size=batch_size,
-        use_cache=not no_cache,
-    )
+    _check_h5ad_paths(None, output)
+    with staged_output(output, overwrite=overwrite) as stage:
+        loaded, generate = _task("generate", model, device, processor)
+        result = generate(
+            loaded,
+            stage,
+            n_cells=n_cells,
+            max_length=max_length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+            use_cache=not no_cache,
+        )
     out.print(
         f"[bold green]generated[/] {result['cells']} cells ({result['genes_per_cell']:.0f} genes per cell on "
-        f"average, {result['ended']} ended by the model) -> {output}"
+        f"average, {result['ended']} ended by the model) -> {escape(str(output))}",
+        soft_wrap=True,
     )
 
 
 @app.command("convert")
 def convert_cmd(
-    converter: Annotated[str, typer.Argument(help="converter name, e.g. scgpt (`zoo list --kind converters`)")],
-    source: Annotated[Path, typer.Argument(help="the reference checkpoint (file or folder)", exists=True)],
+    converter: Annotated[
+        str, typer.Argument(metavar="CONVERTER", help="converter name, e.g. scgpt (`zoo list --kind converters`)")
+    ],
+    source: Annotated[
+        Path, typer.Argument(metavar="SOURCE", help="the reference checkpoint (file or folder)", exists=True)
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="new biozoo model folder to create")],
     model_id: Annotated[str | None, typer.Option("--id", help="model id for the manifest, e.g. scgpt/human")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace the output model folder if it exists")
+    ] = False,
 ) -> None:
     """Convert a reference checkpoint into a biozoo model folder (safetensors + manifest)."""
     from biozoo.registry import get_registry
+    from biozoo.utils.atomic import staged_output
 
     convert = get_registry().converter(converter)
-    folder = convert(source, output, model_id=model_id)
-    out.print(f"[bold green]converted[/] {source} -> {folder}")
-    out.print(f"check it with: zoo load {folder}")
+    with staged_output(output, overwrite=overwrite, folder=True) as stage:
+        convert(source, stage, model_id=model_id)
+    out.print(f"[bold green]converted[/] {escape(str(source))} -> {escape(str(output))}", soft_wrap=True)
+    out.print(f"check it with: zoo load {escape(str(output))}", soft_wrap=True)
 
 
 @cache_app.command("ls")
@@ -461,15 +593,45 @@ def cache_rm(
     out.print(f"removed {repo} ({freed})")
 
 
-def main() -> None:
-    """Entry point: run the app, turning biozoo errors into one clear message."""
+def _click_exceptions() -> Any:
+    """click's exception classes: typer >= 0.28 vendors click as ``typer._click``, older typer uses click."""
     try:
-        app()
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _fail(message: str, hint: str | None, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    if hint:
+        err.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False)
+    raise SystemExit(code)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point: run the app; every expected failure is an ``error:``/``hint:`` pair and a non-zero exit.
+
+    Exit codes: 0 success, 1 a biozoo error (bad input, missing file, failed check), 2 a usage
+    error (unknown option, value out of range), 130 interrupted. Tracebacks are for bugs only.
+    """
+    click = _click_exceptions()
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="zoo", standalone_mode=False)
     except BiozooError as exc:
-        err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
-        if exc.hint:
-            err.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
-        raise SystemExit(1) from None
+        _fail(exc.message, exc.hint, 1)
+    except click.NoArgsIsHelpError as exc:
+        sys.stderr.write((exc.ctx.get_help() if exc.ctx else "") + "\n")
+        raise SystemExit(2) from None
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "zoo"
+        _fail(exc.format_message(), f"see `{where} --help`", exc.exit_code)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), None, exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted", "nothing was written: outputs appear only when a command completes", 130)
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

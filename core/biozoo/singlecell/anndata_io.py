@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ from biozoo.errors import BiozooError
 from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.normalize import InputKind, detect_input
 from biozoo.singlecell.vocab import GeneVocabulary
-from biozoo.utils.atomic import atomic_path
+from biozoo.utils.atomic import atomic_path, ensure_room
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -88,7 +90,10 @@ def read_h5ad(path: Path | str) -> AnnData:
         )
     anndata = _anndata()
     try:
-        return anndata.read_h5ad(path)
+        with warnings.catch_warnings():
+            # validate_expression names duplicate genes with a fix; anndata's warning would come first and say less
+            warnings.filterwarnings("ignore", message="Variable names are not unique", category=UserWarning)
+            return anndata.read_h5ad(path)
     except Exception as exc:
         raise DataError(
             f"{path} is an HDF5 file but not a readable AnnData ({type(exc).__name__}: {exc})",
@@ -98,23 +103,90 @@ def read_h5ad(path: Path | str) -> AnnData:
 
 
 def write_h5ad_atomic(adata: AnnData, path: Path | str, *, compression: str | None = None) -> Path:
-    """Write ``adata`` to ``path`` through a temporary file beside it: a crash leaves the old file or none."""
+    """Write ``adata`` to ``path`` through a temporary file beside it: a crash leaves the old file or none.
+
+    Before writing, the free space (and the process's file size limit) is compared with the size the
+    file will have: HDF5 can crash the interpreter when a write fails half-way, so a full disk must be
+    refused before the first byte. pandas 3's string columns are written as plain strings, which every
+    anndata release reads (anndata refuses to write them as nullable strings unless told to).
+    """
     _anndata()
     path = Path(path)
-    with atomic_path(path) as tmp:
+    ensure_room(path, estimated_h5ad_bytes(adata))
+    with _plain_strings(adata), atomic_path(path) as tmp:
         adata.write_h5ad(tmp, compression=compression)
     return path
+
+
+def estimated_h5ad_bytes(adata: AnnData) -> int:
+    """An upper estimate of an uncompressed .h5ad's size: every array's bytes plus the tables' and some slack."""
+
+    def nbytes(value: Any) -> int:
+        if hasattr(value, "data") and hasattr(value, "indices"):  # scipy sparse
+            return int(value.data.nbytes + value.indices.nbytes + getattr(value, "indptr", value.indices).nbytes)
+        return int(getattr(value, "nbytes", 0))
+
+    arrays = [adata.X, *adata.layers.values(), *adata.obsm.values(), *adata.varm.values()]
+    arrays += [*adata.obsp.values(), *adata.varp.values()]
+    tables = [adata.obs, adata.var] + ([adata.raw.var, adata.raw.X] if adata.raw is not None else [])
+    table_bytes = sum(int(t.memory_usage(deep=True).sum()) if hasattr(t, "memory_usage") else nbytes(t) for t in tables)
+    return sum(nbytes(a) for a in arrays if a is not None) + table_bytes + (1 << 20)
+
+
+@contextmanager
+def _plain_strings(adata: AnnData) -> Iterator[None]:
+    """Temporarily store pandas' string dtype (the default in pandas 3) as object in obs/var and their indices."""
+    import pandas as pd
+
+    saved = []
+    for owner, attr in ((adata, "obs"), (adata, "var")):
+        frame = getattr(owner, attr)
+        plain = _object_strings(frame, pd)
+        if plain is not frame:
+            saved.append((owner, attr, frame))
+            setattr(owner, attr, plain)
+    try:
+        yield
+    finally:
+        for owner, attr, frame in saved:
+            setattr(owner, attr, frame)
+
+
+def _object_strings(frame: Any, pd: Any) -> Any:
+    def plain(values: Any) -> Any:
+        if isinstance(values.dtype, pd.StringDtype):
+            return values.astype(object)
+        if isinstance(values.dtype, pd.CategoricalDtype) and isinstance(values.cat.categories.dtype, pd.StringDtype):
+            return values.cat.set_categories(values.cat.categories.astype(object))
+        return values
+
+    changed = {c: plain(frame[c]) for c in frame.columns}
+    changed = {c: v for c, v in changed.items() if v is not frame[c]}
+    index_strings = isinstance(frame.index.dtype, pd.StringDtype)
+    if not changed and not index_strings:
+        return frame
+    frame = frame.copy()
+    for column, values in changed.items():
+        frame[column] = values
+    if index_strings:
+        frame.index = frame.index.astype(object)
+    return frame
 
 
 def _matrix(adata: AnnData, layer: str | None) -> Any:
     if layer is None:
         if adata.X is None:
-            raise DataError("adata.X is empty (None)", hint="pass layer=... naming a layer that holds expression")
+            raise DataError(
+                "adata.X is empty (None)",
+                hint=f"pass --layer NAME (layer= in Python) naming a layer that holds expression; "
+                f"layers here: {sorted(adata.layers.keys()) or 'none'}",
+            )
         return adata.X
     if layer not in adata.layers:
         raise DataError(
             f"layer {layer!r} not found; available layers: {sorted(adata.layers.keys()) or 'none'}",
-            hint="pass one of those, or layer=None for adata.X",
+            hint="pass one of those with --layer NAME (layer= in Python), or leave --layer out (layer=None) "
+            "to use adata.X",
         )
     return adata.layers[layer]
 
@@ -126,7 +198,8 @@ def _gene_names(adata: AnnData, var_column: str | None) -> tuple[np.ndarray, str
     if var_column not in adata.var.columns:
         raise DataError(
             f"var column {var_column!r} not found; available var columns: {list(map(str, adata.var.columns))}",
-            hint="pass one of those, or var_column=None (or 'index') to use adata.var_names",
+            hint="pass one of those with --var-column NAME (var_column= in Python), or --var-column index "
+            "(var_column=None) to use adata.var_names",
         )
     return np.asarray(adata.var[var_column], dtype=object), f"var column {var_column!r}"
 
@@ -135,12 +208,27 @@ def _sample(names: Sequence[Any], limit: int = _EXAMPLES) -> str:
     return ", ".join(repr(str(n)) for n in names[:limit]) + (", ..." if len(names) > limit else "")
 
 
+def refuse_empty_anndata(adata: AnnData, action: str = "embed, annotate or train on") -> None:
+    """An AnnData with no cells or no genes: say so before any step fails on an empty array."""
+    if adata.n_obs == 0:
+        raise DataError(
+            f"the AnnData has 0 cells ({adata.n_obs} x {adata.n_vars}); nothing to {action}",
+            hint="check the input file, or the filter that removed every cell (adata.n_obs is 0)",
+        )
+    if adata.n_vars == 0:
+        raise DataError(
+            f"the AnnData has 0 genes ({adata.n_obs} x {adata.n_vars}); nothing to {action}",
+            hint="check the input file, or the filter that removed every gene (adata.n_vars is 0)",
+        )
+
+
 def validate_expression(adata: AnnData, layer: str | None = None, var_column: str | None = None) -> InputKind:
     """Refuse expression that scGPT cannot use; return what the matrix looks like (see ``detect_input``).
 
     Refused: NaN/inf, negative values (z-scored data), cells with no expressed gene, and duplicate
     gene names in ``var_column`` (``None`` = ``var_names``).
     """
+    refuse_empty_anndata(adata)
     x = _matrix(adata, layer)
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     values = np.asarray(x.data if hasattr(x, "tocsr") else x)
@@ -178,6 +266,31 @@ def validate_expression(adata: AnnData, layer: str | None = None, var_column: st
     return detect_input(x)
 
 
+def _percent(part: float, whole: float) -> str:
+    """``part`` as a percentage of ``whole``; a partial share never rounds to 0% or 100%."""
+    if whole <= 0:
+        return "0%"
+    share = 100 * part / whole
+    if share in (0, 100):
+        return f"{share:.0f}%"
+    if share < 0.1:
+        return "<0.1%"
+    if share > 99.9:
+        return ">99.9%"
+    return f"{share:.1f}%" if share < 10 or share > 99 else f"{share:.0f}%"
+
+
+def _model_genes(vocab: GeneVocabulary, n_specials: int | None) -> int:
+    """Genes in the vocabulary: all tokens but the specials (``<pad>``, ``<cls>``, ... when not told how many)."""
+    if n_specials is None:
+        n_specials = sum(1 for t in vocab if t.startswith("<") and t.endswith(">"))
+    return max(len(vocab) - n_specials, 0)
+
+
+def _distinct(ids: np.ndarray) -> int:
+    return int(np.unique(ids[ids >= 0]).size)
+
+
 @dataclass(frozen=True)
 class GeneMatch:
     """How the genes of an AnnData map onto a vocabulary."""
@@ -185,6 +298,7 @@ class GeneMatch:
     ids: np.ndarray  #: int64 vocabulary id per var, -1 where not in the vocabulary
     column: str | None  #: the var column matched (None = var_names)
     unmatched_examples: tuple[str, ...]
+    n_model_genes: int = 0  #: genes in the model's vocabulary (special tokens not counted)
 
     @property
     def matched(self) -> np.ndarray:
@@ -201,23 +315,71 @@ class GeneMatch:
 
     @property
     def fraction(self) -> float:
+        """Share of the data's genes found in the vocabulary."""
         return self.n_matched / self.n_total if self.n_total else 0.0
 
+    @property
+    def n_model_matched(self) -> int:
+        """Distinct vocabulary genes the data has."""
+        return _distinct(self.ids)
 
-def _column_match_rates(adata: AnnData, vocab: GeneVocabulary, skip: str | None) -> list[tuple[str | None, float]]:
-    """Fraction of vocabulary hits for var_names and every string-like var column (first 2000 values)."""
-    candidates: list[tuple[str | None, np.ndarray]] = [(None, np.asarray(adata.var_names, dtype=object))]
-    for column in adata.var.columns:
+    @property
+    def model_fraction(self) -> float:
+        """Share of the model's genes present in the data."""
+        return self.n_model_matched / self.n_model_genes if self.n_model_genes else 0.0
+
+    def summary(self) -> str:
+        """Both sides of the match: ``matched 743 genes: 97% of the model's 765, 2.4% of the data's 30,727``."""
+        where = "var_names" if self.column is None else f"var column {self.column!r}"
+        return (
+            f"matched {self.n_matched:,} genes ({where}): "
+            f"{_percent(self.n_model_matched, self.n_model_genes)} of the model's {self.n_model_genes:,}, "
+            f"{_percent(self.n_matched, self.n_total)} of the data's {self.n_total:,}"
+        )
+
+
+#: var columns compared when suggesting a better gene column (the error path only)
+_MAX_CANDIDATE_COLUMNS = 100
+
+
+def _better_columns(
+    adata: AnnData, vocab: GeneVocabulary, current: str | None, n_matched: int
+) -> list[tuple[str | None, int, int]]:
+    """``(column, genes matched, distinct model genes)`` for var_names and string-like var columns matching more."""
+    candidates: list[tuple[str | None, Any]] = [(None, adata.var_names)]
+    for column in list(adata.var.columns)[:_MAX_CANDIDATE_COLUMNS]:
         series = adata.var[column]
-        if series.dtype == object or str(series.dtype) in ("category", "string"):
-            candidates.append((str(column), np.asarray(series, dtype=object)))
-    rates = []
+        if series.dtype == object or str(series.dtype) in ("category", "string", "str"):
+            candidates.append((str(column), series))
+    better = []
     for name, values in candidates:
-        if name == skip or not values.size:
+        if name == current:
             continue
-        head = values[:2000]
-        rates.append((name, float(np.mean([v in vocab for v in head]))))
-    return sorted(rates, key=lambda item: -item[1])
+        ids = vocab.ids(np.asarray(values, dtype=object))
+        hits = int(np.count_nonzero(ids >= 0))
+        if hits > n_matched:
+            better.append((name, hits, _distinct(ids)))
+    return sorted(better, key=lambda item: -item[1])
+
+
+def _var_column_flag(column: str | None) -> str:
+    if column is None:
+        return "--var-column index (var_column=None in Python)"
+    return f"--var-column {column} (var_column={column!r} in Python)"
+
+
+def _rule(min_fraction: float, min_genes: int, min_model_fraction: float | None) -> str:
+    """The acceptance rule in words, from both sides when both count."""
+    shares = []
+    if min_fraction > 0:
+        shares.append(f"{_percent(min_fraction, 1)} of the data's genes")
+    if min_model_fraction:
+        shares.append(f"{_percent(min_model_fraction, 1)} of the model's genes")
+    count = f"at least {min_genes:,} matched gene{'s' if min_genes > 1 else ''}"
+    if not shares:
+        return f"need {count}"
+    rule = f"need at least {' or '.join(shares)}"
+    return f"{rule}, and {count}" if min_genes > 1 else rule
 
 
 def match_genes(
@@ -227,34 +389,59 @@ def match_genes(
     *,
     min_fraction: float = 0.5,
     min_genes: int = 1,
+    min_model_fraction: float | None = None,
+    n_specials: int | None = None,
 ) -> GeneMatch:
-    """Look every gene up in ``vocab``; refuse when fewer than ``min_fraction`` (and ``min_genes``) match.
+    """Look every gene up in ``vocab``; refuse when too few match.
 
-    ``var_column=None`` or ``"index"`` uses ``adata.var_names``. Bin and tokenize only the matched
-    genes (``adata[:, match.matched]``), as scGPT's ``embed_data`` does: bins are per-cell quantiles,
-    so unmatched genes would shift them.
+    Accepted when at least ``min_genes`` (and at least 1) genes match and either the share of the
+    data's genes reaches ``min_fraction`` or, when given, the share of the model's genes reaches
+    ``min_model_fraction``. The model's genes are the vocabulary less ``n_specials`` special tokens
+    (default: the tokens written ``<...>``). ``var_column=None`` or ``"index"`` uses
+    ``adata.var_names``. Bin and tokenize only the matched genes (``adata[:, match.matched]``), as
+    scGPT's ``embed_data`` does: bins are per-cell quantiles, so unmatched genes would shift them.
     """
     column = None if var_column == "index" else var_column
     genes, label = _gene_names(adata, column)
     ids = vocab.ids(genes)
     unmatched = [str(g) for g in genes[ids < 0][:_EXAMPLES]]
-    match = GeneMatch(ids=ids, column=column, unmatched_examples=tuple(unmatched))
-    if match.n_matched >= max(min_genes, 1) and match.fraction >= min_fraction:
+    match = GeneMatch(ids, column, tuple(unmatched), _model_genes(vocab, n_specials))
+    needed = max(min_genes, 1)
+    enough_model = min_model_fraction is not None and match.model_fraction >= min_model_fraction
+    if match.n_matched >= needed and (match.fraction >= min_fraction or enough_model):
         return match
-    message = (
-        f"only {match.n_matched} of {match.n_total} genes ({100 * match.fraction:.1f}%) in {label} are in the "
-        f"vocabulary (need at least {100 * min_fraction:.0f}% and {max(min_genes, 1)}); "
-        f"not found e.g. {_sample(unmatched)}"
-    )
+    model = f"the model's vocabulary ({match.n_model_genes:,} genes)"
+    if match.n_total == 0:
+        message = f"the data has no genes: {label} is empty"
+    elif match.n_matched == 0:
+        message = f"none of the {match.n_total:,} genes in {label} is in {model}"
+    else:
+        gene, are = ("gene", "is") if match.n_matched == 1 else ("genes", "are")
+        message = (
+            f"only {match.n_matched:,} {gene} of {label} {are} in the model's vocabulary: "
+            f"{_percent(match.n_matched, match.n_total)} of the data's {match.n_total:,} and "
+            f"{_percent(match.n_model_matched, match.n_model_genes)} of the model's {match.n_model_genes:,}"
+        )
+    if match.n_total:
+        message += f"; {_rule(min_fraction, min_genes, min_model_fraction)}"
+    if unmatched:
+        message += f"; not found e.g. {_sample(unmatched)}"
     hints = []
-    better = [(name, rate) for name, rate in _column_match_rates(adata, vocab, column) if rate > match.fraction]
+    better = _better_columns(adata, vocab, column, match.n_matched)
     if better:
-        shown = ", ".join(f"{'var_names' if n is None else repr(n)} ({100 * r:.0f}%)" for n, r in better[:3])
-        hints.append(f"other gene columns match better: {shown}; pass var_column=<that column> (None = var_names)")
+        shown = ", ".join(
+            f"{'var_names' if name is None else repr(name)} ({hits:,} genes, "
+            f"{_percent(distinct, match.n_model_genes)} of the model's)"
+            for name, hits, distinct in better[:3]
+        )
+        hints.append(f"other gene columns match more genes: {shown}; pass {_var_column_flag(better[0][0])}")
     looks_ensembl = np.mean([bool(_ENSEMBL.match(str(g))) for g in genes[:2000]]) > 0.5 if genes.size else False
     vocab_ensembl = any(_ENSEMBL.match(t) for t in itertools.islice(vocab, 2000))
     if looks_ensembl and not vocab_ensembl:
         hints.append("these look like Ensembl ids but the vocabulary holds gene symbols; map them to symbols first")
     if not hints:
-        hints.append("check the species and the gene naming (symbols vs ids) against the model's vocabulary")
+        hints.append(
+            "check the species and the gene naming (symbols vs ids) against the model's vocabulary, "
+            "or pick the var column that holds gene names with --var-column NAME (var_column= in Python)"
+        )
     raise DataError(message, hint="; ".join(hints))
