@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from biozoo.errors import ManifestError
-from biozoo.manifest.io import json_schema, parse_manifest, read_manifest, resolve_inside
+from biozoo.manifest.io import json_schema, parse_manifest, read_manifest, read_raw, resolve_inside
 from tests.support.models import tiny_manifest
 
 
@@ -128,3 +128,52 @@ def test_json_schema_exports_and_matches_docs() -> None:
     assert {"id", "architecture", "weights", "test_vectors"} <= set(schema["properties"])
     docs = Path(__file__).resolve().parents[1] / "docs" / "manifest.schema.json"
     assert docs.read_text() == json_schema(), "docs/manifest.schema.json is stale: run scripts/export_schema.py"
+
+
+def _write_manifest_text(folder: Path, text: str) -> Path:
+    (folder / "manifest.yaml").write_text(text)
+    return folder / "manifest.yaml"
+
+
+def _valid_yaml() -> str:
+    import yaml
+
+    return yaml.safe_dump(tiny_manifest(), sort_keys=False)
+
+
+def test_yaml_alias_bomb_is_refused_without_expanding_it(tmp_path: Path) -> None:
+    """Nine levels of ten aliases stand for 10**9 leaves: refused at the first alias, not expanded."""
+    levels = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
+    bomb = "metadata:\n" + "\n".join(f"  {line}" for line in levels) + "\n"
+    path = _write_manifest_text(tmp_path, _valid_yaml() + bomb)
+    with pytest.raises(ManifestError, match=r"may not use YAML aliases"):
+        read_manifest(path)
+    assert "aliases" in read_raw(path)["_error"]  # what `zoo list` sees: an unreadable manifest, promptly
+
+
+def test_any_yaml_alias_is_refused(tmp_path: Path) -> None:
+    text = _valid_yaml().replace("license: MIT", "license: &lic MIT\nauthors: [*lic]")
+    with pytest.raises(ManifestError, match="aliases"):
+        read_manifest(_write_manifest_text(tmp_path, text))
+
+
+def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    """The first `weights:` block is what a reviewer reads; the loader would have used the last."""
+    text = _valid_yaml() + "weights:\n  files: [{path: model.safetensors, sha256: " + "1" * 64 + "}]\n"
+    with pytest.raises(ManifestError, match="duplicate key 'weights'"):
+        read_manifest(_write_manifest_text(tmp_path, text))
+    nested = _valid_yaml().replace("license: MIT", "license: MIT\nmetadata: {a: 1, a: 2}")
+    with pytest.raises(ManifestError, match="duplicate key 'a'"):
+        read_manifest(_write_manifest_text(tmp_path, nested))
+
+
+def test_oversized_manifest_is_refused_before_parsing(tmp_path: Path) -> None:
+    from biozoo.manifest.io import MAX_MANIFEST_BYTES
+
+    text = _valid_yaml() + "description: " + "x" * MAX_MANIFEST_BYTES + "\n"
+    path = _write_manifest_text(tmp_path, text)
+    with pytest.raises(ManifestError, match="a manifest may hold at most"):
+        read_manifest(path)
+    assert "at most" in read_raw(path)["_error"]
+

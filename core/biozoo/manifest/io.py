@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from biozoo.errors import ManifestError
 from biozoo.manifest.paths import check_relative_path
@@ -16,7 +18,52 @@ if TYPE_CHECKING:
     from biozoo.manifest.schema import Manifest
 
 MANIFEST_NAME = "manifest.yaml"
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster; both build no objects
+MAX_MANIFEST_BYTES = 1024 * 1024  # real manifests are a few KiB; a bound keeps `zoo list` and `zoo info` fast
+
+
+class _ManifestLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader (the C one is ~10x faster), minus what makes YAML ambiguous or unbounded.
+
+    Aliases are refused: one ``*ref`` may stand for a tree of any size, so a few
+    hundred bytes expand into billions of nodes (the "billion laughs"). Without
+    them, the work is bounded by the file size, and libyaml bounds the nesting.
+    A duplicate mapping key is refused too: a reader would see the first value,
+    the loader keeps the last.
+    """
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        if node in self.constructed_objects or node in self.recursive_objects:  # the same node again: an alias
+            raise ConstructorError(
+                None, None, "manifests may not use YAML aliases (*name); write the value out", node.start_mark
+            )
+        return super().construct_object(node, deep)
+
+    def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, MappingNode):
+            seen: set[tuple[str, str]] = set()
+            for key, _ in node.value:
+                if isinstance(key, ScalarNode):
+                    if (key.tag, key.value) in seen:
+                        raise ConstructorError(
+                            "while reading a mapping", node.start_mark, f"duplicate key {key.value!r}", key.start_mark
+                        )
+                    seen.add((key.tag, key.value))
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(path: Path) -> Any:
+    """Parse a manifest file: bounded in size before reading, no aliases, no duplicate keys."""
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            f"{path} is {size:,} bytes; a manifest may hold at most {MAX_MANIFEST_BYTES:,}",
+            "keep long texts (descriptions, metadata) in the model card or a separate file",
+        )
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:  # grew since stat
+        raise ManifestError(f"{path} is over {MAX_MANIFEST_BYTES:,} bytes", "is this really a manifest?")
+    return yaml.load(raw.decode("utf-8"), Loader=_ManifestLoader)
 
 
 @dataclass(frozen=True)
@@ -67,9 +114,11 @@ def read_manifest(path: Path | str, trusted_root: Path | None = None) -> Located
     if not path.is_file():
         raise ManifestError(f"no manifest at {path}", f"a model folder must contain {MANIFEST_NAME}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
+        data = _load_yaml(path)
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{path} is not valid YAML: {exc}", "check indentation and quoting") from None
+        raise ManifestError(
+            f"{path} is not valid YAML for a manifest: {exc}", "check indentation and quoting"
+        ) from None
     except UnicodeDecodeError:
         raise ManifestError(f"{path} is not UTF-8 text", "is this really a manifest?") from None
     return LocatedManifest(parse_manifest(data, str(path)), path.parent.absolute(), path, trusted_root)
@@ -78,9 +127,11 @@ def read_manifest(path: Path | str, trusted_root: Path | None = None) -> Located
 def read_raw(path: Path) -> dict[str, Any]:
     """Parse a manifest without validating it: what ``zoo list`` needs, fast."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
+        data = _load_yaml(path)
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         return {"_error": f"{type(exc).__name__}: {exc}"}
+    except ManifestError as exc:
+        return {"_error": exc.message}
     return data if isinstance(data, dict) else {"_error": "not a mapping"}
 
 
