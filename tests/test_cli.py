@@ -145,3 +145,35 @@ def test_explain_reports_the_kernel_each_layer_ran() -> None:
     assert all(r["ran"] == "sdpa" and r["requested"] == "auto (default)" for r in rows)
     named = json.loads(zoo("explain", "core/tiny-transformer", "--processor", "eager", "--json").stdout)
     assert all(r["ran"] == "eager" and "set on the model" in r["requested"] for r in named)
+
+
+def test_piped_output_does_not_depend_on_an_invented_terminal_width(tmp_path: Path) -> None:
+    """rich assumed 80 columns without a terminal, and split 'sha256 ok' off a long origin path."""
+    folder = tmp_path / ("a-long-folder-name-" * 4) / ("another-one-" * 5) / "model"
+    write_model(folder)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "biozoo.cli.app", "load", str(folder)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if "model.safetensors" in line)
+    assert str(folder) in line and "(sha256 ok)" in line
+
+
+def test_80_columns_never_truncate_ids_nor_rewrap_yaml(tmp_path: Path) -> None:
+    import yaml
+
+    narrow = {"COLUMNS": "80"}
+    ids = [row["id"] for row in json.loads(zoo("list", "--json").stdout)]
+    listing = zoo("list", env=narrow).stdout
+    assert all(len(line) <= 80 for line in listing.splitlines()), listing
+    assert all(any(line.strip() == i or line.startswith(f"│ {i} ") for line in listing.splitlines()) for i in ids)
+
+    info = zoo("info", "core/tiny-transformer", env=narrow).stdout
+    document = info.split("\n", 2)[2]  # after the id and availability lines
+    expected = json.loads(zoo("info", "core/tiny-transformer", "--json").stdout)["manifest"]
+    assert yaml.safe_load(document) == expected
+
+    explain = zoo("explain", "core/tiny-transformer", env=narrow).stdout.splitlines()
+    assert all(len(line) <= 80 for line in explain), explain
+    assert len(explain) <= 3 * 2  # two attention layers, at most three lines each

@@ -9,6 +9,7 @@ printed as its message and hint with exit code 1, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -430,7 +431,7 @@ def annotate_cmd(
         result = annotate(loaded, source, stage, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed)
     out.print(
         f"[bold green]annotated[/] {result['cells']} cells -> {escape(str(output))} "
-        f"(mean confidence {result['mean_confidence']:.2f})",
+        f"{escape(result.get('key', ''))} (mean confidence {result['mean_confidence']:.2f})",
         soft_wrap=True,
     )
     _print_steps(result)
@@ -621,8 +622,9 @@ def main(args: list[str] | None = None) -> None:
         code = command.main(args=args, prog_name="zoo", standalone_mode=False)
     except BiozooError as exc:
         _fail(exc.message, exc.hint, 1)
-    except click.NoArgsIsHelpError as exc:
-        sys.stderr.write((exc.ctx.get_help() if exc.ctx else "") + "\n")
+    except click.NoArgsIsHelpError:
+        with contextlib.redirect_stdout(sys.stderr):
+            command.main(args=["--help"], prog_name="zoo", standalone_mode=False)
         raise SystemExit(2) from None
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "zoo"

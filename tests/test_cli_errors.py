@@ -1,0 +1,121 @@
+"""No traceback for a user error: every bad invocation exits non-zero with ``error:`` and ``hint:`` lines.
+
+One table, one row per mistake a user makes. Exit codes (docs/cli.md): 1 for a biozoo error,
+2 for a usage error (unknown option, value out of range). Outputs are checked before any model
+is loaded: the rows that give a model that does not exist prove it, since the output error wins.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pbmc68k_test.h5ad"
+SCGPT = importlib.util.find_spec("biozoo_scgpt") is not None
+AUTOREGRESSIVE = importlib.util.find_spec("biozoo_autoregressive") is not None
+needs_scgpt = pytest.mark.skipif(not SCGPT, reason="needs the scgpt plugin")
+needs_ar = pytest.mark.skipif(not AUTOREGRESSIVE, reason="needs the autoregressive plugin")
+
+EMBED = ["embed", "scgpt/cls", "IN"]
+GEN = ["generate", "autoregressive/pbmc-small"]
+FT = ["finetune", "scgpt/cls", "IN", "-o", "ft", "-l", "bulk_labels"]
+
+# (args, exit code, words in stderr, marks); IN = the example cells, EXISTING = a file that exists
+CASES = [
+    (["load", "core/tiny-transformer", "--dtype", "int8"], 1, "unknown dtype 'int8'", ()),
+    (["load", "core/tiny-transformer", "--device", "tpu"], 1, "device 'tpu'", ()),
+    (["load", "core/tiny-transformer", "--device", "nonsense:x"], 1, "unknown device", ()),
+    (["list", "--kind", "nope"], 2, "Invalid value for '--kind'", ()),
+    (["load"], 2, "Missing argument 'MODEL'", ()),
+    (["load", "core/tiny-transformer", "--no-such-flag"], 2, "No such option", ()),
+    (["info", "nope/missing"], 1, "no model named 'nope/missing'", ()),
+    ([*EMBED, "-o", "out.csv"], 1, "must end in .h5ad", ()),
+    (["embed", "nosuch/model", "IN", "-o", "EXISTING"], 1, "already exists", ()),
+    (["embed", "nosuch/model", "IN", "-o", "afolder.h5ad"], 1, "is a folder", ()),
+    (["embed", "nosuch/model", "IN", "-o", "EXISTING/out.h5ad"], 1, "is not a folder", ()),
+    (["embed", "nosuch/model", "IN", "-o", "/proc/biozoo-out.h5ad"], 1, "cannot write into /proc", ()),
+    (["embed", "nosuch/model", "missing.h5ad", "-o", "out.h5ad"], 1, "missing.h5ad is missing", ()),
+    (["embed", "nosuch/model", "IN", "-o", "IN"], 1, "would overwrite the input", ()),
+    ([*EMBED, "-o", "out.h5ad", "--device", "tpu"], 1, "device 'tpu'", (needs_scgpt,)),
+    ([*EMBED, "-o", "out.h5ad", "--batch-size", "0"], 2, "--batch-size", ()),
+    ([*EMBED, "-o", "out.h5ad", "--seed", "-1"], 2, "--seed", ()),
+    (["annotate", "scgpt/cls", "IN", "-o", "EXISTING"], 1, "already exists", ()),
+    ([*GEN, "-n", "0"], 2, "--n-cells", ()),
+    ([*GEN, "-n", "-3"], 2, "--n-cells", ()),
+    ([*GEN, "--temperature", "-1"], 2, "--temperature", ()),
+    ([*GEN, "--temperature", "nan"], 2, "nan is not a number >= 0", ()),
+    ([*GEN, "--top-p", "2"], 2, "--top-p", ()),
+    ([*GEN, "--top-p", "0"], 2, "--top-p", ()),
+    ([*GEN, "--top-k", "0"], 2, "--top-k", ()),
+    ([*GEN, "--max-length", "0"], 2, "--max-length", ()),
+    ([*GEN, "-o", "EXISTING"], 1, "already exists", ()),
+    ([*GEN, "-o", "afolder.h5ad"], 1, "is a folder", ()),
+    ([*FT, "--epochs", "0"], 2, "--epochs", ()),
+    ([*FT, "--lr", "nan"], 2, "nan is not a positive number", ()),
+    ([*FT, "--lr", "0"], 2, "--lr", ()),
+    ([*FT, "--val-fraction", "1.5"], 2, "--val-fraction", ()),
+    ([*FT, "--patience", "-1"], 2, "--patience", ()),
+    (["finetune", "nosuch/model", "IN", "-o", "afolder", "-l", "x"], 1, "already exists", ()),
+    (["finetune", "nosuch/model", "IN", "-o", "afolder", "-l", "x", "--overwrite"], 1, "not a model folder", ()),
+    (["convert", "nosuch", "IN", "-o", "converted"], 1, "nosuch", ()),
+]
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    return subprocess.run(
+        [sys.executable, "-m", "biozoo.cli.app", *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [pytest.param(a, c, w, marks=m, id=" ".join(a)) for a, c, w, m in CASES],
+)
+def test_bad_invocations_fail_cleanly(tmp_path: Path, args: list[str], code: int, words: str) -> None:
+    existing = tmp_path / "existing.h5ad"
+    existing.write_bytes(b"precious")
+    for folder in ("afolder", "afolder.h5ad"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "data.txt").write_text("precious")
+    args = [str(EXAMPLE) if a == "IN" else a.replace("EXISTING", str(existing)) for a in args]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    proc = _run(args, tmp_path)
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.startswith("error: "), proc.stderr[-3000:]
+    assert "\nhint: " in proc.stderr, proc.stderr
+    assert words in proc.stderr, proc.stderr
+    assert existing.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written, nothing left behind
+
+
+@needs_scgpt
+def test_cuda_on_a_cpu_only_torch_is_one_clear_message(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    proc = _run([*EMBED[:2], str(EXAMPLE), "-o", "out.h5ad", "--device", "cuda"], tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "--device cuda:" in proc.stderr and "hint: use --device cpu" in proc.stderr
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_no_arguments_prints_the_usage(tmp_path: Path) -> None:
+    proc = _run([], tmp_path)
+    assert proc.returncode == 2 and "Usage: zoo" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_usage_lines_name_arguments_in_capitals(tmp_path: Path) -> None:
+    proc = _run(["embed", "--help"], tmp_path)
+    assert proc.returncode == 0
+    assert "MODEL" in proc.stdout and "SOURCE" in proc.stdout
+    assert "{model}" not in proc.stdout and "{source}" not in proc.stdout
+    annotate = _run(["annotate", "--help"], tmp_path).stdout
+    assert "``" not in annotate  # no reStructuredText markup in help
