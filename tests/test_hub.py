@@ -78,6 +78,15 @@ def test_unreachable_hub_without_cache_fails_fast_and_clearly(hub, tmp_path: Pat
     assert "cannot reach" in text and "no cached copy of manifest.yaml" in text and "hint:" in text
 
 
+def test_unpinned_load_during_an_outage_says_it_came_from_the_cache(hub, tmp_path: Path) -> None:
+    """A branch served from the cache may be stale: the origin (what `zoo load` prints) must say so."""
+    _, commit = _publish(hub, tmp_path, "lab/tiny-stale")
+    assert "from the cache" not in biozoo.load("hf://lab/tiny-stale").zoo_report.origin
+    with hub.outage():
+        origin = biozoo.load("hf://lab/tiny-stale").zoo_report.origin
+    assert f"(commit {commit}, from the cache: cannot reach {hub.url}" in origin
+
+
 def test_offline_without_cache(hub, tmp_path: Path) -> None:
     _, commit = _publish(hub, tmp_path, "lab/tiny-offline-empty")
     with hub.offline(), pytest.raises(HubError, match="offline mode is on"):
@@ -86,8 +95,10 @@ def test_offline_without_cache(hub, tmp_path: Path) -> None:
 
 def test_revision_that_does_not_exist(hub, tmp_path: Path) -> None:
     _publish(hub, tmp_path, "lab/tiny-revs")
-    with pytest.raises(HubError, match="revision 'v9.9' does not exist in lab/tiny-revs"):
+    with pytest.raises(HubError, match="revision 'v9.9' does not exist in lab/tiny-revs") as info:
         biozoo.load("hf://lab/tiny-revs@v9.9")
+    assert "`hf repos tag list lab/tiny-revs`" in str(info.value.hint)  # a command the installed `hf` has
+    assert "repo-refs" not in str(info.value)
     with pytest.raises(HubError, match="revision '0{40}' does not exist"):
         biozoo.load("hf://lab/tiny-revs@" + "0" * 40)
 

@@ -65,9 +65,7 @@ def resolve(source: str | Path, *, fetch_files: bool = True) -> tuple[LocatedMan
 
     text = str(source)
     if text.startswith("hf://"):
-        ref = hub.HubRef.parse(text)
-        located = hub.fetch_model(ref, files=fetch_files)
-        return located, f"{ref} (commit {hub.commit_of(located.folder) or '?'})"
+        return hub.fetch_model(hub.HubRef.parse(text), files=fetch_files)
     registry = get_registry()
     if isinstance(source, str) and text in registry.models.claims:
         return registry.manifest(text), f"registry id {text}"
@@ -124,14 +122,14 @@ def _weights_root(located: LocatedManifest) -> tuple[Path, str]:
     spec = located.manifest.weights
     assert spec is not None
     if spec.source.startswith("hf://"):
-        ref = hub.HubRef.parse(spec.source)
-        folder = hub.fetch_files(ref, [f.path for f in spec.files])
-        return folder, f"{ref} (commit {hub.commit_of(folder) or '?'})"
+        checks = {f.path: hub.FileCheck(f.sha256, f.size) for f in spec.files}
+        return hub.fetch_files(hub.HubRef.parse(spec.source), checks)
     folder = located.file(spec.source) if spec.source != "." else located.folder
     return folder, str(folder)
 
 
 def _trusted(folder: Path) -> Path | None:
+    """Where else ``folder``'s links may point: the blobs of the real Hub cache, for its snapshots only."""
     from biozoo import hub
 
     return hub.cache_repo_folder(folder / "x")

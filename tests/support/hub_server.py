@@ -25,6 +25,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -62,6 +63,22 @@ class HubError(Exception):
         self.status, self.message, self.code, self.headers = status, message, code, headers
 
 
+@dataclass
+class Hostile:
+    """Switchable misbehaviour of the file endpoint (``/resolve/``), all off by default.
+
+    Why: biozoo must refuse a broken or hostile endpoint (docs/security.md), and only a server that really
+    misbehaves proves it does, without mocking the client. Keys are file paths in the repository.
+    """
+
+    etag: dict[str, str] = field(default_factory=dict)  # announce this ETag (and X-Linked-Etag) instead of the hash
+    honest_heads: int = 0  # answer this many HEADs per file truthfully before lying (a server that changes its mind)
+    serve_commit: dict[str, str] = field(default_factory=dict)  # asked for revision K, serve commit V (content too)
+    any_revision: bool = False  # an unknown revision is served as main instead of 404 (a lenient mirror)
+    drop_after: dict[str, int] = field(default_factory=dict)  # GET: stop after N bytes of the file, drop the line
+    extra_bytes: dict[str, int] = field(default_factory=dict)  # announce and stream N zero bytes more than stored
+
+
 class HubServer:
     """Git-like in-process Hub: repos with commits, branches and tags, served on ``host:port`` from a thread."""
 
@@ -78,6 +95,8 @@ class HubServer:
         self._repos: dict[str, Repo] = json.loads(state.read_text()) if state.exists() else {}
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.hostile = Hostile()
+        self._heads: dict[str, int] = {}  # HEADs seen per file while misbehaving (for Hostile.honest_heads)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
     @property
@@ -115,6 +134,18 @@ class HubServer:
             yield
         finally:
             self.start()
+
+    @contextmanager
+    def misbehave(self, **behaviour: Any) -> Iterator[Hostile]:
+        """``with server.misbehave(etag={"model.safetensors": "../x"}): ...`` (see :class:`Hostile`), then behave."""
+        unknown = set(behaviour) - {f.name for f in fields(Hostile)}
+        if unknown:
+            raise TypeError(f"unknown hostile behaviour(s): {sorted(unknown)}")
+        self.hostile, self._heads = Hostile(**behaviour), {}
+        try:
+            yield self.hostile
+        finally:
+            self.hostile, self._heads = Hostile(), {}
 
     def __enter__(self) -> HubServer:
         return self.start()
@@ -471,14 +502,27 @@ class _Handler(BaseHTTPRequestHandler):
         if len(segs) < 5 or segs[2] != "resolve" or method not in ("GET", "HEAD"):
             raise HubError(404, f"Unknown endpoint {self.path}")
         path = "/".join(segs[4:])
+        hostile = self.hub.hostile
         with self.hub._lock:
             repo = self.hub._repo(repo_type, f"{segs[0]}/{segs[1]}")
-            cid = self.hub._resolve(repo, segs[3])
+            rev = hostile.serve_commit.get(segs[3], segs[3])
+            try:
+                cid = self.hub._resolve(repo, rev)
+            except HubError:
+                if not hostile.any_revision:
+                    raise
+                cid = repo["branches"]["main"]
             entry = repo["commits"][cid]["files"].get(path)
+            if method == "HEAD":
+                self.hub._heads[path] = self.hub._heads.get(path, 0) + 1
+            lying = self.hub._heads.get(path, 0) > hostile.honest_heads
         if entry is None:  # X-Repo-Commit lets the client cache the non-existence
             raise HubError(404, f"Entry {path} not found", "EntryNotFound", **{"X-Repo-Commit": cid})
-        size = entry["size"]
+        stored = entry["size"]
+        size = stored + hostile.extra_bytes.get(path, 0)
         etag = entry["sha256"] if entry["lfs"] else entry["gitOid"]
+        if path in hostile.etag and lying:
+            etag = hostile.etag[path]
         headers = {"X-Repo-Commit": cid, "ETag": f'"{etag}"', "Content-Type": "application/octet-stream"}
         if entry["lfs"]:
             headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(size)})
@@ -497,9 +541,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(end - start + 1 if size else 0))
         self.end_headers()
         if method == "GET" and size:
+            end = min(end, hostile.drop_after.get(path, size) - 1)  # then the connection closes (HTTP/1.0)
             with open(self.hub.blobs / entry["sha256"], "rb") as fh:
-                fh.seek(start)
-                remaining = end - start + 1
+                fh.seek(min(start, stored))
+                remaining = min(end, stored - 1) - start + 1
                 while remaining > 0 and (chunk := fh.read(min(remaining, 1 << 20))):
                     self.wfile.write(chunk)
                     remaining -= len(chunk)
+            padding = end - max(start, stored) + 1  # Hostile.extra_bytes: zeros past the stored content
+            while padding > 0:
+                self.wfile.write(bytes(min(padding, 1 << 20)))
+                padding -= 1 << 20

@@ -19,8 +19,35 @@ from biozoo.manifest.paths import check_relative_path
 FORMAT_VERSION = 1
 MODEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*/[a-z0-9][a-z0-9_.\-]*$")
 COMPONENT_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z0-9][a-z0-9_\-]*$")
-HF_SOURCE_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*)(?:@(?P<revision>[\w.\-/]+))?$")
+# The repo id and the revision become paths in the Hub cache (``models--ORG--NAME``, ``refs/<revision>``), so both
+# follow the Hub's and git's naming rules strictly: ASCII, no '..' or '--' in the id, no '.git' ending, and revision
+# parts that are never empty, '.', '..', start with '.' or '-', or end with '.lock' (git check-ref-format).
+_HF_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,94}[A-Za-z0-9_])?"
+_HF_REV_PART = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(?<!\.lock)(?<!\.)"
+HF_SOURCE_RE = re.compile(
+    rf"^hf://(?P<repo>(?![^@]*(?:--|\.\.)){_HF_NAME}/{_HF_NAME}(?<!\.git))"
+    rf"(?:@(?P<revision>(?!.*\.\.){_HF_REV_PART}(?:/{_HF_REV_PART})*))?$"
+)
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+def hf_source_problem(value: str) -> str | None:
+    """Why ``value`` is not a safe ``hf://ORG/NAME@REVISION`` (None when it is), in words a user can act on."""
+    if HF_SOURCE_RE.match(value):
+        return None
+    repo, _, revision = value.removeprefix("hf://").partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        reason = "the repository must be ORG/NAME"
+    elif ".." in repo or "--" in repo or repo.endswith(".git"):
+        reason = "a repository id may not contain '..' or '--', nor end with '.git'"
+    elif "@" in value and any(p in ("", ".", "..") for p in revision.split("/")):
+        reason = "the revision has an empty, '.' or '..' part and could leave the Hub cache"
+    else:
+        reason = (
+            "names use ASCII letters, digits, '_', '-' and '.'; revision parts may not start with '.' or '-', "
+            "contain '..' or end with '.lock'"
+        )
+    return f"{value!r} is not a valid Hub reference hf://ORG/NAME@REVISION: {reason}"
 
 
 RelativePath = Annotated[str, AfterValidator(check_relative_path)]
@@ -66,8 +93,9 @@ class WeightsSpec(_Strict):
     @classmethod
     def _source(cls, value: str) -> str:
         if value.startswith("hf://"):
-            if not HF_SOURCE_RE.match(value):
-                raise ValueError(f"{value!r} is not of the form 'hf://ORG/NAME@REVISION'")
+            problem = hf_source_problem(value)
+            if problem:
+                raise ValueError(problem)
             return value
         if "://" in value:
             raise ValueError(f"{value!r}: only 'hf://' sources and relative folders are supported")
