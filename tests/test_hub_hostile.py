@@ -10,6 +10,8 @@ import errno
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,6 +135,22 @@ def test_dropped_connection_is_a_one_line_error_and_a_retry_works(hub, tmp_path:
     assert f"the connection to {hub.url} broke while downloading model.safetensors" in info.value.message
     assert "run the command again" in str(info.value.hint)
     assert biozoo.load(f"hf://lab/hostile-drop@{commit}").zoo_report.parameters > 0
+
+
+def test_cli_reports_a_dropped_connection_without_a_traceback(hub, tmp_path: Path) -> None:
+    """What the adversary saw as a 468-line traceback, through `zoo load` itself."""
+    _, commit = _publish(tmp_path, "lab/hostile-drop-cli")
+    with hub.server.misbehave(drop_after={"model.safetensors": 100}):
+        proc = subprocess.run(
+            [sys.executable, "-m", "biozoo.cli.app", "load", f"hf://lab/hostile-drop-cli@{commit}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ),
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "error: the connection to" in proc.stderr and "broke while downloading model.safetensors" in proc.stderr
 
 
 def test_announced_size_bigger_than_the_manifest_stops_the_download(hub, tmp_path: Path) -> None:
