@@ -45,10 +45,20 @@ def test_replacing_a_file_keeps_its_mode(tmp_path: Path, umask_027: None) -> Non
 
 
 def test_model_folders_and_their_files_get_plain_modes(tmp_path: Path, umask_027: None) -> None:
+    import torch
+    from safetensors.torch import save_file
+
     with atomic_directory(tmp_path / "model") as staging:
         atomic_write_text(staging / "manifest.yaml", "id: x\n")
+        save_file({"w": torch.zeros(2)}, staging / "model.safetensors")  # safetensors writes 0o600 files
     assert mode(tmp_path / "model") == 0o750
     assert mode(tmp_path / "model" / "manifest.yaml") == 0o640
+    assert mode(tmp_path / "model" / "model.safetensors") == 0o640
+    with staged_output(tmp_path / "cli-model", overwrite=False, folder=True) as stage:
+        stage.mkdir(mode=0o700)
+        save_file({"w": torch.zeros(2)}, stage / "model.safetensors")
+    assert mode(tmp_path / "cli-model") == 0o750
+    assert mode(tmp_path / "cli-model" / "model.safetensors") == 0o640
 
 
 def test_an_existing_output_is_refused_unless_overwrite(tmp_path: Path) -> None:

@@ -157,6 +157,19 @@ def atomic_write_bytes(target: Path | str, data: bytes) -> Path:
     return Path(target)
 
 
+def give_plain_modes(folder: Path) -> None:
+    """Give a staged folder and everything in it the modes ``open()``/``mkdir()`` would.
+
+    Some writers (safetensors' ``save_file`` among them) create private ``0o600`` files; a model
+    folder is meant to be shared and published.
+    """
+    files, folders = plain_mode(), plain_mode(directory=True)
+    os.chmod(folder, folders)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, folders if path.is_dir() else files)
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path | str) -> Iterator[Path]:
     """Yield a staging folder beside ``target``; it becomes ``target`` only if the block succeeds.
@@ -173,6 +186,7 @@ def atomic_directory(target: Path | str) -> Iterator[Path]:
     os.chmod(staging, plain_mode(directory=True))
     try:
         yield staging
+        give_plain_modes(staging)
         os.rename(staging, target)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -284,6 +298,7 @@ def _publish(stage: Path, target: Path, *, overwrite: bool, folder: bool, flag: 
             return
         os.unlink(stage)
         return
+    give_plain_modes(stage)
     if not exists:
         os.rename(stage, target)
         return
