@@ -25,10 +25,10 @@ from typing import Any
 from biozoo.errors import HubError, ManifestError
 from biozoo.manifest.io import MANIFEST_NAME, LocatedManifest, read_manifest
 from biozoo.manifest.schema import COMMIT_RE, HF_SOURCE_RE, Manifest, WeightsSpec, hf_source_problem
+from biozoo.utils.atomic import DISK_FULL
 
 CARD_NAME = "README.md"
 BLOB_ID_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # git sha1 (regular file) or sha256 (LFS file)
-DISK_FULL = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, name)}
 
 
 @dataclass(frozen=True)
