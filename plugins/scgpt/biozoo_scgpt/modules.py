@@ -17,6 +17,31 @@ from biozoo.components.base import Component
 from biozoo.components.ports import Port, Ports
 from biozoo.plugins.declarations import ComponentKind
 
+#: Activations a manifest may name for the affine decoder: parameter-free element-wise torch.nn modules.
+#: A list, not ``getattr(nn, name)``, so a manifest string can never instantiate an arbitrary torch.nn attribute.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    cls.__name__: cls
+    for cls in (
+        nn.ReLU,
+        nn.LeakyReLU,
+        nn.Sigmoid,
+        nn.Tanh,
+        nn.GELU,
+        nn.ELU,
+        nn.SELU,
+        nn.CELU,
+        nn.SiLU,
+        nn.Mish,
+        nn.Softplus,
+        nn.Softsign,
+        nn.Hardtanh,
+        nn.Hardsigmoid,
+        nn.Hardswish,
+        nn.ReLU6,
+        nn.Identity,
+    )
+}
+
 GENE_IDS, VALUES, HIDDEN = "gene-token-ids", "expression-values", "hidden"
 CELL_EMB, GENE_EMB, BATCH_EMB = "cell-embedding", "gene-embedding", "batch-embedding"
 
@@ -203,9 +228,9 @@ class AffineExprDecoder(Component):
         self.d, self.explicit_zero_prob, self.adaptive_bias = d_model, explicit_zero_prob, adaptive_bias
         self.coeff_decoder = ExprDecoder(d_model, explicit_zero_prob=explicit_zero_prob)
         self.bias_decoder = ExprDecoder(d_model, explicit_zero_prob=explicit_zero_prob)
-        if activation is not None and not hasattr(nn, activation):
-            raise ValueError(f"unknown activation {activation!r}: it must name a torch.nn module, e.g. 'ReLU'")
-        self.activation = getattr(nn, activation)() if activation else None
+        if activation is not None and activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: use one of {', '.join(sorted(ACTIVATIONS))}")
+        self.activation = ACTIVATIONS[activation]() if activation else None
 
     def ports(self) -> Ports:
         return Ports(

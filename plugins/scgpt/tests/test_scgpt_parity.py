@@ -292,3 +292,18 @@ def test_generator_bins_values_like_the_reference(ref) -> None:
     want = torch.stack([binning(row, n_bins=11) for row in values]).float()
     np.random.seed(3)
     torch.testing.assert_close(ours._binned(values), want)
+
+
+@pytest.mark.parametrize("name", ["__dir__", "__sizeof__", "Module", "Parameter", "UninitializedBuffer", "PReLU"])
+def test_a_manifest_activation_name_cannot_instantiate_arbitrary_torch_nn_attributes(name: str) -> None:
+    """``getattr(torch.nn, <manifest string>)()`` built whatever torch.nn holds (adversary report A3b)."""
+    from biozoo.assembly import build_component
+    from biozoo.errors import AssemblyError
+    from biozoo.manifest.schema import ComponentRef
+    from biozoo.registry import get_registry
+
+    names = [n for n, c in get_registry().components.claims.items() if "affine" in n]
+    assert names, "the scgpt plugin registers an affine expression decoder"
+    ref = ComponentRef(name=names[0], config={"d_model": 8, "activation": name})
+    with pytest.raises(AssemblyError, match="unknown activation"):
+        build_component(get_registry(), ref, get_registry().component_decl(names[0]).kind, "components.decoder")
