@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -260,3 +261,137 @@ def test_folder_format_declarations_are_checked(fake_plugins: FakePlugins) -> No
         FolderFormatDecl("x", marker="../config.json", match={"a": 1}, target="m:f")
     with pytest.raises(PluginError, match="at least one"):
         FolderFormatDecl("x", marker="config.json", match={}, target="m:f")
+
+
+@pytest.mark.parametrize("raised", ["SystemExit(3)", "KeyboardInterrupt()", "GeneratorExit()"])
+def test_plugin_raising_any_base_exception_is_quarantined(fake_plugins: FakePlugins, raised: str) -> None:
+    fake_plugins.add("exits", f"raise {raised}\n")
+    fake_plugins.add(
+        "hookexits",
+        f"""
+from biozoo.plugins import hookimpl
+
+@hookimpl
+def biozoo_components():
+    raise {raised}
+""",
+    )
+    fake_plugins.add("good", GOOD)
+    statuses = _statuses()
+    name = raised.split("(")[0]
+    assert statuses["exits"].status == "broken" and name in statuses["exits"].reason
+    assert statuses["hookexits"].status == "broken" and name in statuses["hookexits"].reason
+    assert statuses["good"].status == "ok"
+
+
+def test_component_module_raising_system_exit_is_a_plugin_error(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("good", GOOD)
+    (fake_plugins.root / "fake_good_models.py").write_text("raise SystemExit(3)\n")
+    with pytest.raises(PluginError, match="cannot import 'fake_good_models:Head': SystemExit"):
+        get_registry().component_class("good.head")
+
+
+def _cli(fake_plugins: FakePlugins, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake_plugins.root), *sys.path]), "COLUMNS": "300"}
+    return subprocess.run(
+        [sys.executable, "-m", "biozoo.cli.app", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_survives_a_plugin_that_exits_at_import(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("exits", "raise SystemExit(3)\n")
+    listed = _cli(fake_plugins, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "core/tiny-transformer" in listed.stdout
+    proc = _cli(fake_plugins, "plugins", "--json")
+    assert proc.returncode == 0, proc.stderr
+    row = next(r for r in json.loads(proc.stdout) if r["name"] == "exits")
+    assert row["status"] == "broken" and "SystemExit: 3" in row["reason"]
+
+
+SDPA_AGAIN = """
+from biozoo.plugins import ComponentDecl, ConverterDecl, ProcessorDecl, hookimpl
+
+@hookimpl
+def biozoo_attention_processors():
+    return [ProcessorDecl("sdpa", "biozoo.attention.processors:EagerProcessor", "not sdpa", priority=99, auto=True)]
+
+@hookimpl
+def biozoo_converters():
+    return [ConverterDecl("scgpt", "fake_nothing:convert", "a second scgpt converter")]
+"""
+
+
+def test_a_plugin_claiming_a_core_processor_name_changes_nothing_and_is_shown(fake_plugins: FakePlugins) -> None:
+    """A plugin declaring `sdpa` used to make `auto` switch every model to another kernel, silently."""
+    import torch
+
+    from biozoo.assembly import assemble
+    from biozoo.attention import explain
+    from biozoo.attention.processors import SdpaProcessor
+    from biozoo.manifest.io import parse_manifest
+    from tests.support.models import tiny_manifest
+
+    fake_plugins.add("dup", SDPA_AGAIN)
+    registry = get_registry()
+    assert registry.plugins["dup"].status == "ok"
+    assert isinstance(registry.processor("sdpa"), SdpaProcessor)  # named: still the core's
+    model = assemble(parse_manifest(tiny_manifest()), device="cpu").eval()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        model(input_ids=ids)
+    for row in explain(model):  # `zoo explain` says the clash was seen
+        assert "name clash: 'sdpa' claimed by core and dup: the core's kernel is used" in row["reason"]
+    assert "attention processor 'sdpa' also claimed by core; the core's is used, this one never runs" in (
+        registry.plugin_warnings("dup")
+    )
+
+
+def test_auto_choice_is_the_same_with_and_without_a_clashing_plugin(fake_plugins: FakePlugins) -> None:
+    import torch
+
+    from biozoo.assembly import assemble
+    from biozoo.attention import explain
+    from biozoo.manifest.io import parse_manifest
+    from biozoo.registry import reset_registry
+    from tests.support.models import tiny_manifest
+
+    def ran() -> set[str]:
+        model = assemble(parse_manifest(tiny_manifest()), device="cpu").eval()
+        with torch.no_grad():
+            model(input_ids=torch.tensor([[1, 2, 3, 4]]))
+        return {row["ran"] for row in explain(model)}
+
+    before = ran()
+    fake_plugins.add("dup", SDPA_AGAIN)
+    reset_registry()
+    assert ran() == before
+
+
+def test_cli_lists_every_claimant_and_marks_the_conflict(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("dup", SDPA_AGAIN)
+    rows = json.loads(_cli(fake_plugins, "list", "--kind", "processors", "--json").stdout)
+    sdpa = {r["plugin"]: r for r in rows if r["name"] == "sdpa"}
+    assert set(sdpa) >= {"core", "dup"}
+    assert "also claimed by dup" in sdpa["core"]["conflict"]
+    assert "also claimed by core" in sdpa["dup"]["conflict"]
+    assert all(r["conflict"] == "" for r in rows if r["name"] != "sdpa")
+    converters = json.loads(_cli(fake_plugins, "list", "--kind", "converters", "--json").stdout)
+    assert {r["plugin"] for r in converters if r["name"] == "scgpt"} >= {"dup"}
+    table = _cli(fake_plugins, "list", "--kind", "processors").stdout
+    assert "conflict" in table and table.count("sdpa") >= 2
+    plugins = json.loads(_cli(fake_plugins, "plugins", "--json").stdout)
+    dup = next(r for r in plugins if r["name"] == "dup")
+    assert dup["status"] == "ok"
+    assert "attention processor 'sdpa' also claimed by core" in dup["warnings"][0]
+    assert "also claimed by core" in _cli(fake_plugins, "plugins").stdout
+
+
+def test_three_plugins_claiming_a_processor_name_are_all_listed(fake_plugins: FakePlugins) -> None:
+    fake_plugins.add("twin", GOOD.replace("good.", "twin."), dist="biozoo-twin-a")
+    fake_plugins.add("one", GOOD.replace("good.", "one."))
+    fake_plugins.add("two", GOOD.replace("good.", "two."))
+    rows = json.loads(_cli(fake_plugins, "list", "--kind", "processors", "--json").stdout)
+    kernel = [r for r in rows if r["name"] == "good-kernel"]
+    assert {r["plugin"] for r in kernel} == {"one", "two", "twin"}
+    assert all("unusable until one is removed" in r["conflict"] for r in kernel)

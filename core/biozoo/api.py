@@ -149,7 +149,7 @@ def load(
     from biozoo.attention.selection import set_processor
     from biozoo.manifest.schema import WeightFile
     from biozoo.utils.hashing import HashMemo
-    from biozoo.weights import load_into, read_state_dict, shard_paths, verify_file
+    from biozoo.weights import header_elements, load_into, read_state_dict, shard_paths, verify_file
 
     start = time.perf_counter()
     located, origin = resolve(source)
@@ -161,17 +161,18 @@ def load(
             conv.instructions or f"zoo convert {conv.converter} DIR -o OUT" if conv else "see `zoo info`",
         )
     torch_dtype = parse_dtype(dtype)
-    model = assemble(manifest)
     folder, files_origin = _weights_root(located)
     memo = HashMemo()
     report = LoadReport(manifest.id, origin)
     for item in manifest.weights.files:
         path = _inside(folder, item.path)
-        if verify_hashes:
-            verify_file(path, WeightFile(path=item.path, sha256=item.sha256, size=item.size), memo)
+        if verify_hashes:  # and, the first time, that the weights hold no NaN/Inf
+            verify_file(path, WeightFile(path=item.path, sha256=item.sha256, size=item.size), memo, finite=True)
         report.files[item.path] = f"{files_origin}" + (" (sha256 ok)" if verify_hashes else " (not verified)")
-    state = read_state_dict(shard_paths(folder, manifest.weights, _trusted(folder)))
-    load_into(model, state, dtype=torch_dtype, device=device)
+    shards = shard_paths(folder, manifest.weights, _trusted(folder))
+    # the weights' headers bound the model: a manifest's sizes cannot make assembly run for minutes
+    model = assemble(manifest, weights_hold=header_elements(shards))
+    load_into(model, read_state_dict(shards), dtype=torch_dtype, device=device)
     model.eval()
     if processor:
         set_processor(model, processor)
@@ -217,17 +218,30 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 def explain_model(source: str | Path, *, processor: str | None = None) -> list[dict[str, str]]:
     """Run the model's test vectors (if it has any), then report which kernel each attention layer ran and why."""
     import torch
-    from safetensors.torch import load_file
 
     from biozoo.attention import explain
 
     model = load(source, processor=processor)
-    vectors = model.zoo_manifest.test_vectors
-    if vectors is not None:
-        tensors = load_file(str(model.zoo_location.file(vectors.file)))
+    if model.zoo_manifest.test_vectors is not None:
+        inputs, _ = _test_vectors(model.zoo_location)
         with torch.no_grad():
-            model(**{k.removeprefix("input."): v for k, v in tensors.items() if k.startswith("input.")})
+            model(**inputs)
     return explain(model)
+
+
+def _test_vectors(located: LocatedManifest) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The manifest's test inputs and expected outputs, from a file whose sha256 was checked first."""
+    from biozoo.manifest.schema import WeightFile
+    from biozoo.weights import read_safetensors, verify_file
+
+    vectors = located.manifest.test_vectors
+    assert vectors is not None
+    path = located.file(vectors.file)
+    verify_file(path, WeightFile(path=vectors.file, sha256=vectors.sha256))
+    tensors = read_safetensors(path)
+    inputs = {k.removeprefix("input."): v for k, v in tensors.items() if k.startswith("input.")}
+    expected = {k.removeprefix("output."): v for k, v in tensors.items() if k.startswith("output.")}
+    return inputs, expected
 
 
 # -- verification ----------------------------------------------------------------------------------------------
@@ -249,10 +263,6 @@ class OutputCheck:
 def verify(source: str | Path, *, processor: str | None = None) -> list[OutputCheck]:
     """Re-run the manifest's test vectors; raise :class:`VerificationError` if any output disagrees."""
     import torch
-    from safetensors.torch import load_file
-
-    from biozoo.manifest.schema import WeightFile
-    from biozoo.weights import verify_file
 
     located, _ = resolve(source)
     vectors = located.manifest.test_vectors
@@ -262,11 +272,7 @@ def verify(source: str | Path, *, processor: str | None = None) -> list[OutputCh
         )
     model = load(source, processor=processor)
     manifest = model.zoo_manifest
-    path = located.file(vectors.file)
-    verify_file(path, WeightFile(path=vectors.file, sha256=vectors.sha256))
-    tensors = load_file(str(path))
-    inputs = {k.removeprefix("input."): v for k, v in tensors.items() if k.startswith("input.")}
-    expected = {k.removeprefix("output."): v for k, v in tensors.items() if k.startswith("output.")}
+    inputs, expected = _test_vectors(located)
     if not expected:
         raise ManifestError(f"{vectors.file} holds no 'output.*' tensors")
     with torch.no_grad():

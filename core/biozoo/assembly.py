@@ -17,11 +17,17 @@ from torch import nn
 from biozoo.attention.selection import set_processor
 from biozoo.components.base import Architecture
 from biozoo.components.ports import Port, match_inputs
-from biozoo.errors import AssemblyError, BiozooError
+from biozoo.errors import AssemblyError, BiozooError, WeightsError
 from biozoo.manifest.schema import ComponentRef, Manifest
+from biozoo.nn.checks import ConfigError
 from biozoo.plugins.declarations import ComponentKind
 from biozoo.registry import Registry, get_registry
-from biozoo.utils.meta import empty_init
+from biozoo.utils.meta import empty_init, parameter_limit
+
+# What a constructor raises for a config it cannot build: torch says "negative dimension" with a
+# RuntimeError, nn.Embedding asserts, a modulo by a zero head count divides by zero.
+_SLACK_PARAMETERS = 1_000_000  # above twice the weights' values: assembly stops (a few layers of a big model)
+_CONSTRUCTOR_ERRORS = (TypeError, ValueError, RuntimeError, AssertionError, ArithmeticError, IndexError, KeyError)
 
 
 def _accepted(cls: type, reserved: set[str]) -> tuple[set[str], set[str], bool]:
@@ -63,8 +69,17 @@ def build_component(
         raise AssemblyError(f"{where}.config: {ref.name} needs {', '.join(map(repr, missing))}")
     try:
         return cls(**ref.config, **extra)
-    except (TypeError, ValueError) as exc:
-        raise AssemblyError(f"{where}.config: {ref.name} rejected its config: {exc}") from None
+    except ConfigError as exc:
+        raise AssemblyError(
+            f"{where}.config.{exc.field} {exc.problem}", f"fix {exc.field} in the manifest's {where}.config"
+        ) from None
+    except BiozooError as exc:
+        raise type(exc)(f"{where}: {exc.message}", exc.hint) from None
+    except _CONSTRUCTOR_ERRORS as exc:  # a size torch cannot build (negative, zero heads...), however it says so
+        raise AssemblyError(
+            f"{where}.config: {ref.name} rejected its config: {type(exc).__name__}: {exc}",
+            "check the sizes in this component's config (positive, and dividing each other where they must)",
+        ) from None
 
 
 def check_ports(model: Architecture, parts: dict[str, nn.Module]) -> None:
@@ -86,11 +101,32 @@ def check_ports(model: Architecture, parts: dict[str, nn.Module]) -> None:
         )
 
 
-def assemble(manifest: Manifest, registry: Registry | None = None, device: str | torch.device = "meta") -> nn.Module:
-    """Build the model a manifest describes (on ``device``, meta by default), without weights."""
+def assemble(
+    manifest: Manifest,
+    registry: Registry | None = None,
+    device: str | torch.device = "meta",
+    *,
+    weights_hold: int | None = None,
+) -> nn.Module:
+    """Build the model a manifest describes (on ``device``, meta by default), without weights.
+
+    ``weights_hold`` (the values in the weights' safetensors headers) stops the build
+    once the model has far outgrown its weights, so a manifest's sizes (``num_layers:
+    100000``) cannot make assembly run for minutes or fill memory. The margin leaves
+    near misses to the weights' key-by-key diff, which says more.
+    """
     registry = registry or get_registry()
     arch_ref = manifest.architecture
-    with empty_init(device):
+    limit = None if weights_hold is None else 2 * weights_hold + _SLACK_PARAMETERS
+
+    def too_big(count: int) -> WeightsError:
+        return WeightsError(
+            f"the manifest describes a model with far more parameters than its weights hold "
+            f"(over {count:,} built so far, the weights hold {weights_hold:,} values)",
+            "check the sizes in the components' configs (num_layers, d_model, vocabulary...) against the checkpoint",
+        )
+
+    with empty_init(device), parameter_limit(limit, too_big):
         arch_cls = registry.component_class(arch_ref.name)
         if getattr(arch_cls, "kind", None) != ComponentKind.ARCHITECTURE:
             raise AssemblyError(f"architecture: {arch_ref.name!r} is not an architecture")

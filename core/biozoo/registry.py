@@ -3,14 +3,18 @@
 Built once per process from plugin declarations (no model code imported).
 Conflicts are recorded, not fatal: two plugins claiming one name makes *that*
 name unusable, with an error naming both, while everything else keeps working
-(``BIOZOO_STRICT=1`` makes conflicts fatal at build time).
+(``BIOZOO_STRICT=1`` makes conflicts fatal at build time). One exception: an
+attention processor name the core declares stays the core's (a plugin that
+also declares ``sdpa`` must not change which kernel every model runs). Every
+conflict is shown: ``zoo plugins`` and ``zoo list --kind ...`` name each
+claimant, and ``zoo explain`` says when one touched the choice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -29,6 +33,7 @@ from biozoo.plugins.declarations import (
 from biozoo.plugins.loader import PluginStatus, discover, strict_mode
 
 T = TypeVar("T")
+CORE = "core"
 
 
 @dataclass
@@ -124,6 +129,12 @@ class Registry:
             self.plugins[status.name] = status
             if status.spec is not None:
                 self._add(status)
+        self.processor_clashes = {  # what `zoo explain` reports with every attention decision
+            name: "claimed by " + " and ".join(c.plugin for c in claims)
+            + (": the core's kernel is used" if any(c.plugin == CORE for c in claims) else ": not used")
+            for name, claims in self.processor_decls.claims.items()
+            if len(claims) > 1
+        }
         if strict_mode():
             for table in self._tables():
                 for name, owners in table.conflicts().items():
@@ -159,6 +170,37 @@ class Registry:
                 if not isinstance(model_id, str):
                     model_id = f"(invalid)/{manifest_path.parent.name}"
                 self.models.add(model_id, ModelEntry(model_id, manifest_path, spec.name, raw), spec.name)
+
+    # -- conflicts -------------------------------------------------------------
+
+    def conflict_note(self, table: _Table[Any], name: str, plugin: str) -> str:
+        """What ``plugin`` should know about its claim on ``name`` ("" when it is the only claimant)."""
+        owners = [c.plugin for c in table.claims.get(name, [])]
+        if plugin not in owners or len(owners) < 2:
+            return ""
+        others = list(owners)
+        others.remove(plugin)
+        note = f"{table.what} {name!r} also claimed by {' and '.join(others)}"
+        if table is self.processor_decls and CORE in owners:
+            return note + ("; the core's is used" if plugin == CORE else "; the core's is used, this one never runs")
+        return note + "; unusable until one is removed"
+
+    def listing(self, table: _Table[T], fields: Callable[[T], dict[str, Any]]) -> list[dict[str, Any]]:
+        """One row per claim, so a name claimed twice is listed twice, each with its ``conflict`` note."""
+        return [
+            {"name": name, "plugin": c.plugin, **fields(c.value), "conflict": self.conflict_note(table, name, c.plugin)}
+            for name, claims in table.claims.items()
+            for c in claims
+        ]
+
+    def plugin_warnings(self, plugin: str) -> list[str]:
+        """Every name ``plugin`` claims that another plugin claims too."""
+        return [
+            self.conflict_note(table, name, plugin)
+            for table in self._tables()
+            for name, claims in table.claims.items()
+            if len(claims) > 1 and any(c.plugin == plugin for c in claims)
+        ]
 
     # -- plugins ---------------------------------------------------------------
 
@@ -234,7 +276,9 @@ class Registry:
 
     def processor(self, name: str) -> Any:
         if name not in self._processors:
-            claim = self.processor_decls.get(name)
+            claims = self.processor_decls.claims.get(name, [])
+            core = [c for c in claims if c.plugin == CORE]
+            claim = core[0] if core else self.processor_decls.get(name)  # a core name stays the core's
             if claim is None:
                 close = difflib.get_close_matches(name, self.processor_decls.names(), n=3)
                 raise UnknownNameError(
@@ -269,8 +313,8 @@ class Registry:
         if not hasattr(self, "_by_priority"):
             usable, self.processor_problems = [], {}
             for name, claims in self.processor_decls.claims.items():
-                if len(claims) != 1:
-                    self.processor_problems[name] = "claimed by " + " and ".join(c.plugin for c in claims)
+                if len(claims) > 1 and all(c.plugin != CORE for c in claims):
+                    self.processor_problems[name] = self.processor_clashes[name]
                     continue
                 try:
                     usable.append(self.processor(name))

@@ -10,7 +10,9 @@ Resolution order, first that is set wins:
 5. the model's manifest (``attention.processor`` and its per-module ``overrides``);
 6. ``auto``: the highest-priority available processor whose declared
    capabilities cover this call, among those declared ``auto=True`` (attested
-   conformant) and not ``approximate``.
+   conformant) and not ``approximate``. A name two plugins claim is left out
+   (unless the core declares it: then the core's kernel runs), and the
+   decision's reason says so: a plugin never changes what a model runs unseen.
 
 A *named* processor that cannot honour a call raises :class:`AttentionError`
 naming what it lacks and which processors can; ``auto`` never picks one that
@@ -90,9 +92,15 @@ def _choose_auto(q: Any, k: Any, call: AttentionCall) -> tuple[Any, str]:
         missing = unsupported(processor.caps, call, q, k)
         if not missing:
             skipped = f"; skipped {'; '.join(rejected)}" if rejected else ""
-            return processor, f"auto: highest-priority kernel that fits this call{skipped}"
+            return processor, f"auto: highest-priority kernel that fits this call{skipped}{_clashes(registry)}"
         rejected.append(f"{processor.name}: lacks {', '.join(missing)}")
     raise AttentionError(f"no attention processor can run this call: {'; '.join(rejected)}")
+
+
+def _clashes(registry: Any, name: str | None = None) -> str:
+    """Processor names claimed twice (all of them, or just ``name``), for a decision's reason."""
+    notes = [f"'{n}' {note}" for n, note in registry.processor_clashes.items() if name is None or n == name]
+    return f"; name clash: {'; '.join(notes)}" if notes else ""
 
 
 def attend(module: AttentionSettable, q: Any, k: Any, v: Any, call: AttentionCall) -> AttentionResult:
@@ -116,7 +124,7 @@ def attend(module: AttentionSettable, q: Any, k: Any, v: Any, call: AttentionCal
                 f"attention processor {name!r} (from {source}) cannot run this call: it lacks {', '.join(missing)}",
                 f"processors that can: {', '.join(able) or 'none'}; or use 'auto'",
             )
-        reason = f"named ({source})"
+        reason = f"named ({source}){_clashes(_registry(), name)}"
     module.last_decision = Decision(requested=name, ran=processor.name, reason=reason)
     return processor(q, k, v, call)
 

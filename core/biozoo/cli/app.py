@@ -103,28 +103,22 @@ def list_cmd(
     registry = get_registry()
     if kind is Kind.plugins:
         return plugins_cmd(as_json=as_json)
-    if kind is Kind.components:
-        rows = [
-            {"name": n, "kind": c[0].value.kind.value, "plugin": c[0].plugin, "description": c[0].value.description}
-            for n, c in registry.components.claims.items()
-        ]
-        columns = ("name", "kind", "plugin", "description")
+    if kind is Kind.components:  # every claimant of a name is a row of its own, its conflict noted
+        rows = registry.listing(registry.components, lambda d: {"kind": d.kind.value, "description": d.description})
+        columns: tuple[str, ...] = ("name", "kind", "plugin", "description")
     elif kind is Kind.converters:
-        rows = [
-            {"name": n, "plugin": c[0].plugin, "description": c[0].value.description}
-            for n, c in registry.converters.claims.items()
-        ]
+        rows = registry.listing(registry.converters, lambda d: {"description": d.description})
         columns = ("name", "plugin", "description")
     else:
-        rows = [
-            {"name": n, "plugin": c[0].plugin, "priority": c[0].value.priority, "description": c[0].value.description}
-            for n, c in registry.processor_decls.claims.items()
-        ]
+        rows = registry.listing(
+            registry.processor_decls, lambda d: {"priority": d.priority, "description": d.description}
+        )
         columns = ("name", "plugin", "priority", "description")
     rows = [r for r in sorted(rows, key=lambda r: r["name"]) if _matches(r["name"], pattern)]
     if as_json:
         _print_json(rows)
         return
+    columns += ("conflict",) if any(r["conflict"] for r in rows) else ()
     table = Table(*columns)
     for row in rows:
         table.add_row(*(escape(str(row[c])) for c in columns))
@@ -205,16 +199,18 @@ def plugins_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     """Installed plugins: version, supported core range, status and why a plugin is broken."""
     from biozoo.registry import get_registry
 
-    statuses = list(get_registry().plugins.values())
+    registry = get_registry()
+    statuses = list(registry.plugins.values())
+    warnings = {s.name: registry.plugin_warnings(s.name) for s in statuses}  # names another plugin claims too
     if as_json:
-        _print_json([s.to_json() for s in statuses])
+        _print_json([{**s.to_json(), "warnings": warnings[s.name]} for s in statuses])
         return
     table = Table("plugin", "distribution", "version", "core range", "status", "reason")
     for s in statuses:
         colour = {"ok": "green", "disabled": "yellow"}.get(s.status, "red")
-        table.add_row(
-            s.name, s.distribution, s.version, s.core_range or "-", f"[{colour}]{s.status}[/]", escape(s.reason)
-        )
+        reason = "; ".join(([s.reason] if s.reason else []) + [f"warning: {w}" for w in warnings[s.name]])
+        status = f"[{colour}]{s.status}[/]"
+        table.add_row(s.name, s.distribution, s.version, s.core_range or "-", status, escape(reason))
     out.print(table)
 
 

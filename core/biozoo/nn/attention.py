@@ -27,6 +27,7 @@ from torch import nn
 
 from biozoo.attention.contract import AttentionCall, AttentionMask
 from biozoo.attention.selection import AttentionSettable, attend
+from biozoo.nn.checks import ConfigError, check_int, check_probability
 
 
 class RMSNorm(nn.Module):
@@ -92,13 +93,19 @@ class MultiHeadAttention(AttentionSettable, nn.Module):
         packed_projections: bool = False,
     ) -> None:
         super().__init__()
+        check_int("embed_dim", embed_dim)
+        check_int("num_heads", num_heads)
+        for name, size in (("num_kv_heads", num_kv_heads), ("head_dim", head_dim), ("kdim", kdim), ("vdim", vdim)):
+            if size is not None:
+                check_int(name, size)
+        check_probability("dropout", dropout)
         if head_dim is None:
             if embed_dim % num_heads:
-                raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+                raise ConfigError("num_heads", f"must divide embed_dim ({embed_dim}), got {num_heads}")
             head_dim = embed_dim // num_heads
         num_kv_heads = num_kv_heads or num_heads
         if num_heads % num_kv_heads:
-            raise ValueError(f"num_heads {num_heads} must be a multiple of num_kv_heads {num_kv_heads}")
+            raise ConfigError("num_kv_heads", f"must divide num_heads ({num_heads}), got {num_kv_heads}")
         self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim = embed_dim, num_heads, num_kv_heads, head_dim
         self.dropout, self.scale = dropout, scale
         self.packed = packed_projections

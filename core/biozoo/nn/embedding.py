@@ -7,6 +7,7 @@ from torch import nn
 
 from biozoo.components.base import Component
 from biozoo.components.ports import Port, Ports
+from biozoo.nn.checks import check_index, check_int, check_positive
 from biozoo.plugins.declarations import ComponentKind
 
 
@@ -25,6 +26,10 @@ class TokenEmbedding(Component):
         token_meaning: str = "token-ids",
     ) -> None:
         super().__init__()
+        check_int("vocab_size", vocab_size)
+        check_int("d_model", d_model)
+        check_index("padding_idx", padding_idx, vocab_size, "vocab_size")
+        check_positive("layer_norm_eps", layer_norm_eps)
         self.d_model, self.token_meaning = d_model, token_meaning
         self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=padding_idx)
         self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps) if layer_norm else None

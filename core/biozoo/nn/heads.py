@@ -7,6 +7,7 @@ from torch import nn
 
 from biozoo.components.base import Component
 from biozoo.components.ports import Port, Ports
+from biozoo.nn.checks import ConfigError, check_int, check_probability
 from biozoo.plugins.declarations import ComponentKind
 
 POOLINGS = ("cls", "mean", "max")
@@ -43,8 +44,12 @@ class PooledClassifier(Component):
         embedding_meaning: str = "sequence-embedding",
     ) -> None:
         super().__init__()
+        check_int("d_model", d_model)
+        check_int("num_classes", num_classes)
+        check_int("hidden_layers", hidden_layers, minimum=0)
+        check_probability("dropout", dropout)
         if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
+            raise ConfigError("pooling", f"must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.d_model, self.num_classes, self.pooling, self.embedding_meaning = (
             d_model,
             num_classes,

@@ -19,6 +19,7 @@ from torch import nn
 from biozoo.components.base import Component
 from biozoo.components.ports import Port, Ports
 from biozoo.nn.attention import KVCache, MultiHeadAttention, make_norm
+from biozoo.nn.checks import check_int, check_positive, check_probability
 from biozoo.plugins.declarations import ComponentKind
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -52,6 +53,18 @@ class _FeedForward(nn.Module):
 
 
 NORM_SCHEMES = ("post", "pre", "residual")
+
+
+def _check_layer_sizes(
+    d_model: int, heads: int, dim_feedforward: int | None, dropout: float, eps: float, heads_name: str
+) -> None:
+    """The sizes every transformer layer shares, checked by the names of the caller's arguments."""
+    check_int("d_model", d_model)
+    check_int(heads_name, heads)
+    if dim_feedforward is not None:
+        check_int("dim_feedforward", dim_feedforward, minimum=0)  # 0: the default, 4 * d_model
+    check_probability("dropout", dropout)
+    check_positive("layer_norm_eps", eps)
 
 
 def _scheme(norm_first: bool, norm_scheme: str | None) -> str:
@@ -88,6 +101,7 @@ class TransformerEncoderLayer(_FeedForward):
         packed_qkv: bool = False,
     ) -> None:
         super().__init__()
+        _check_layer_sizes(d_model, nhead, dim_feedforward, dropout, layer_norm_eps, "nhead")
         self.norm_scheme = _scheme(norm_first, norm_scheme)
         self.self_attn = MultiHeadAttention(
             d_model,
@@ -159,6 +173,7 @@ class TransformerDecoderLayer(_FeedForward):
         memory_dim: int | None = None,
     ) -> None:
         super().__init__()
+        _check_layer_sizes(d_model, nhead, dim_feedforward, dropout, layer_norm_eps, "nhead")
         self.self_attn = MultiHeadAttention(
             d_model, nhead, num_kv_heads=num_kv_heads, bias=bias, dropout=dropout, qk_norm=qk_norm
         )
@@ -238,6 +253,8 @@ class TransformerEncoder(Component):
         packed_qkv: bool = False,
     ) -> None:
         super().__init__()
+        _check_layer_sizes(d_model, num_heads, dim_feedforward, dropout, layer_norm_eps, "num_heads")
+        check_int("num_layers", num_layers, minimum=0)
         self.d_model, self.causal, self.zero_padding_outputs = d_model, causal, zero_padding_outputs
         self.layers = nn.ModuleList(
             TransformerEncoderLayer(

@@ -170,7 +170,7 @@ def resolve_target(target: str) -> Any:
         obj: Any = importlib.import_module(module_name)
         for part in attr_path.split("."):
             obj = getattr(obj, part)
-    except Exception as exc:
+    except BaseException as exc:  # a plugin's SystemExit at import is its failure, not a request to exit
         raise PluginError(
             f"cannot import {target!r}: {type(exc).__name__}: {exc}",
             "the plugin that declares it is broken or out of date; reinstall it (see `zoo plugins`)",

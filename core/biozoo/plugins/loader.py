@@ -5,7 +5,9 @@ The rules, learned from llm and pytest where one bad plugin bricks the host:
 * a plugin whose declared core range excludes this core is reported as
   ``incompatible`` *before* its module is imported;
 * a plugin that fails to import, fails hook validation or raises inside a
-  hook is reported as ``broken`` with the reason, and everything else works;
+  hook is reported as ``broken`` with the reason, and everything else works,
+  whatever it raises: ``SystemExit`` and ``KeyboardInterrupt`` from a plugin's
+  import are its failure, not a request to end the command;
 * ``BIOZOO_STRICT=1`` turns both into errors (for plugin developers and CI);
 * ``BIOZOO_PLUGINS=a,b`` loads only those plugins, ``BIOZOO_DISABLE_PLUGINS=c``
   skips some; neither touches the built-in ``core`` plugin.
@@ -148,7 +150,7 @@ def load_module_plugin(pm: pluggy.PluginManager, module: ModuleType | object, st
     try:
         pm.register(module, name=status.name)
         status.spec = _call_hooks(pm, module, status.name)
-    except Exception as exc:
+    except BaseException as exc:  # quarantine whatever it raises, see the module docstring
         if pm.is_registered(module):
             pm.unregister(module)
         status.status, status.reason = BROKEN, _describe(exc)
@@ -207,7 +209,7 @@ def discover() -> list[PluginStatus]:
             continue
         try:
             module = ep.load()
-        except Exception as exc:
+        except BaseException as exc:  # quarantine whatever it raises, see the module docstring
             status.status, status.reason = BROKEN, _describe(exc)
             if strict_mode():
                 raise PluginError(f"plugin {ep.name!r} failed to import: {status.reason}") from exc

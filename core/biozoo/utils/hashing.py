@@ -1,4 +1,9 @@
-"""sha256 of files, remembered per (path, size, mtime, inode) so big files are hashed once."""
+"""sha256 of files, remembered per (path, size, mtime, ctime, inode) so big files are hashed once.
+
+The ctime is what makes the memo trustworthy: anyone who can write a file can
+restore its mtime (``os.utime``), but the kernel sets the ctime on every write
+and every ``utime``, and user space cannot set it back.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ def sha256_file(path: Path) -> str:
 
 def _signature(path: Path) -> str:
     st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_dev}"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"
 
 
 class HashMemo:
@@ -49,9 +54,15 @@ class HashMemo:
                 self._data = {}
         return self._data
 
-    def known(self, path: Path, sha256: str) -> bool:
+    def known(self, path: Path, sha256: str, checks: tuple[str, ...] = ()) -> bool:
+        """Whether ``path`` is unchanged since it hashed to ``sha256`` and passed every one of ``checks``."""
         entry = self._load().get(str(path.resolve()))
-        return bool(entry) and entry.get("sha256") == sha256 and entry.get("sig") == _signature(path)
+        return (
+            bool(entry)
+            and entry.get("sha256") == sha256
+            and entry.get("sig") == _signature(path)
+            and set(checks) <= set(entry.get("checks", ()))
+        )
 
     def digest(self, path: Path) -> str:
         """The file's sha256, from memory when the file is unchanged since it was last hashed."""
@@ -62,8 +73,9 @@ class HashMemo:
         self.remember(path, sha256)
         return sha256
 
-    def remember(self, path: Path, sha256: str) -> None:
+    def remember(self, path: Path, sha256: str, checks: tuple[str, ...] = ()) -> None:
+        """Record the file's hash and the content checks it passed (e.g. ``"finite"``)."""
         data = self._load()
-        data[str(path.resolve())] = {"sha256": sha256, "sig": _signature(path)}
+        data[str(path.resolve())] = {"sha256": sha256, "sig": _signature(path), "checks": sorted(checks)}
         with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash next time
             atomic_write_text(self.path, json.dumps(data))
