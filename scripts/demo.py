@@ -58,7 +58,7 @@ def main() -> None:
     import anndata
 
     annotated = anndata.read_h5ad(out)
-    agree = (annotated.obs["scgpt_label"].astype(str) == annotated.obs["bulk_labels"].astype(str)).mean()
+    agree = (annotated.obs["scgpt_cls_label"].astype(str) == annotated.obs["bulk_labels"].astype(str)).mean()
     print(f"\nagreement with the dataset's bulk_labels on {annotated.n_obs} held-out cells: {agree:.1%}")
 
 

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from biozoo.nn.sampling import filter_logits, sample_logits
+from biozoo.errors import BiozooError, InvalidArgumentError
+from biozoo.nn.sampling import check_sampling, filter_logits, sample_logits
 
 LOGITS = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
 
@@ -37,3 +38,32 @@ def test_bad_settings_are_refused() -> None:
     for kwargs in ({"temperature": -1}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.2}):
         with pytest.raises(ValueError):
             sample_logits(LOGITS, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"),
+    [
+        ({"temperature": float("nan")}, "--temperature"),
+        ({"temperature": float("inf")}, "--temperature"),
+        ({"temperature": -1}, "--temperature"),
+        ({"top_p": 2.0}, "--top-p"),
+        ({"top_p": 0.0}, "--top-p"),
+        ({"top_p": float("nan")}, "--top-p"),
+        ({"top_k": 0}, "--top-k"),
+        ({"top_k": -1}, "--top-k"),
+        ({"n": 0}, "-n N"),
+        ({"n": -3}, "-n N"),
+    ],
+)
+def test_bad_settings_are_biozoo_errors_naming_the_flag(kwargs: dict, flag: str) -> None:
+    """Both a BiozooError (the CLI prints error:/hint:, no traceback) and a ValueError (Python callers)."""
+    settings = {"temperature": 1.0, "top_k": None, "top_p": None, **kwargs}
+    with pytest.raises(InvalidArgumentError) as info:
+        check_sampling(settings.pop("temperature"), settings.pop("top_k"), settings.pop("top_p"), **settings)
+    assert isinstance(info.value, BiozooError) and isinstance(info.value, ValueError)
+    assert flag in info.value.hint and "in Python" in info.value.hint
+
+
+def test_good_settings_pass() -> None:
+    check_sampling(0, 1, 1.0, n=1)
+    check_sampling(0.7, None, 0.9)

@@ -235,6 +235,16 @@ def test_binning_refuses_bad_values_and_arguments():
         bin_values(np.ones((2, 2)), N_BINS, mode="other")  # type: ignore[arg-type]
 
 
+def test_bin_counts_are_bounded_before_allocating():
+    """n_bins from a manifest is capped (10**9 would allocate gigabytes of edges); MAX_BINS itself still works."""
+    from biozoo.singlecell.binning import MAX_BINS, quantile_bin_edges, uniform_bin_edges
+
+    assert bin_values(np.ones((1, 2)), MAX_BINS).shape == (1, 2)
+    for make in (lambda n: bin_values(np.ones((1, 2)), n), uniform_bin_edges, lambda n: quantile_bin_edges([1, 2], n)):
+        with pytest.raises(DataError, match=f"n_bins must be an integer in .*{MAX_BINS:,}"):
+            make(MAX_BINS + 1)
+
+
 # ----------------------------------------------------------------------------- normalisation
 
 
@@ -551,15 +561,110 @@ def test_match_genes_refuses_too_few_and_suggests_a_better_column():
     with pytest.raises(DataError) as info:
         match_genes(adata, vocab, var_column="gene_ids")
     message = str(info.value)
-    assert "only 0 of 4 genes (0.0%) in var column 'gene_ids'" in message
+    assert "none of the 4 genes in var column 'gene_ids' is in the model's vocabulary (4 genes)" in message
     assert "'ENSG00000198851'" in message
-    assert "var_names (100%)" in message and "Ensembl" in message
+    assert "var_names (4 genes, 100% of the model's)" in message and "Ensembl" in message
+    assert "--var-column index (var_column=None in Python)" in message
     adata.var_names = ["CD3E", "X1", "X2", "X3"]
-    with pytest.raises(DataError, match=r"only 1 of 4 genes \(25.0%\) in var_names"):
+    with pytest.raises(DataError) as info:
         match_genes(adata, vocab)
+    assert (
+        "only 1 gene of var_names (adata.var.index) is in the model's vocabulary: 25% of the data's 4 and 25% of "
+        "the model's 4; need at least 50% of the data's genes;" in str(info.value)
+    )
     assert match_genes(adata, vocab, min_fraction=0.25).n_matched == 1
-    with pytest.raises(DataError, match="need at least 25% and 2"):
+    with pytest.raises(DataError, match="need at least 25% of the data's genes, and at least 2 matched genes"):
         match_genes(adata, vocab, min_fraction=0.25, min_genes=2)
+
+
+def _wide_adata(n_matched: int, n_data: int, n_model: int) -> tuple[Any, GeneVocabulary]:
+    """``n_data`` genes, the first ``n_matched`` of them in a vocabulary of ``n_model`` genes + 3 specials."""
+    vocab = GeneVocabulary.from_tokens([*(f"G{i}" for i in range(n_model)), "<pad>", "<cls>", "<eoc>"])
+    genes = [f"G{i}" for i in range(n_matched)] + [f"X{i}" for i in range(n_data - n_matched)]
+    return _adata(sparse.csr_matrix(np.ones((2, n_data), dtype=np.float32)), genes=genes), vocab
+
+
+def test_gene_match_line_says_both_sides():
+    """743 of a model's 765 genes found among 30,727: 97% of the model's, 2.4% of the data's (not "743/30727")."""
+    from biozoo.singlecell.prepare import log_normalized_matched
+
+    adata, vocab = _wide_adata(743, 30727, 765)
+    matched = log_normalized_matched(adata, vocab, n_specials=3)
+    assert matched.steps[0] == "matched 743 genes (var_names): 97% of the model's 765, 2.4% of the data's 30,727"
+    assert (matched.match.model_fraction, matched.match.n_model_genes) == (743 / 765, 765)
+
+
+def test_gene_match_refusal_states_the_rule_from_both_sides():
+    from biozoo.singlecell.prepare import log_normalized_matched
+
+    adata, vocab = _wide_adata(0, 40, 765)
+    with pytest.raises(DataError) as info:
+        log_normalized_matched(adata, vocab, n_specials=3)
+    message = info.value.message
+    assert message.startswith("none of the 40 genes in var_names (adata.var.index) is in the model's vocabulary")
+    assert "need at least 50% of the data's genes or 50% of the model's genes" in message
+    assert " 0%" not in message and "and 1" not in message  # was: "need at least 0% and 1"
+    adata, vocab = _wide_adata(10, 40, 765)
+    with pytest.raises(DataError) as info:
+        log_normalized_matched(adata, vocab, n_specials=3)
+    assert "25% of the data's 40 and 1.3% of the model's 765" in info.value.message
+    adata.var["symbol"] = [f"G{i}" for i in range(30)] + [f"Y{i}" for i in range(10)]
+    with pytest.raises(DataError) as info:
+        log_normalized_matched(adata, vocab, n_specials=3)
+    assert info.value.hint.startswith("other gene columns match more genes: 'symbol' (30 genes, 3.9% of the model's)")
+    assert "pass --var-column symbol (var_column='symbol' in Python)" in info.value.hint
+    assert log_normalized_matched(adata, vocab, n_specials=3, var_column="symbol").match.n_matched == 30
+
+
+def test_empty_anndata_is_refused_up_front_without_dangling_examples():
+    from biozoo.singlecell.anndata_io import match_genes
+    from biozoo.singlecell.prepare import log_normalized_matched
+
+    vocab = GeneVocabulary.from_tokens(["A", "B", "<pad>"])
+    for shape in ((0, 0), (0, 2)):
+        with pytest.raises(DataError, match=r"has 0 cells \(0 x \d\); nothing to embed") as info:
+            log_normalized_matched(_adata(np.zeros(shape, dtype=np.float32)), vocab, n_specials=1)
+        assert "not found e.g." not in str(info.value)
+    with pytest.raises(DataError, match=r"has 0 genes \(3 x 0\)"):
+        log_normalized_matched(_adata(np.zeros((3, 0), dtype=np.float32)), vocab, n_specials=1)
+    with pytest.raises(DataError) as info:  # match_genes alone (no validation first): no "not found e.g. "
+        match_genes(_adata(np.zeros((0, 0), dtype=np.float32)), vocab)
+    assert info.value.message == "the data has no genes: var_names (adata.var.index) is empty"
+
+
+def test_hints_name_the_cli_flag_and_the_python_keyword():
+    from biozoo.singlecell.anndata_io import match_genes, validate_expression
+
+    adata = _small_adata(np.ones((2, 2), dtype=np.float32))
+    with pytest.raises(DataError) as info:
+        validate_expression(adata, layer="counts")
+    assert "--layer NAME (layer= in Python)" in info.value.hint and "layer=None" in info.value.hint
+    with pytest.raises(DataError) as info:
+        match_genes(adata, GeneVocabulary.from_tokens(["G0"]), var_column="symbol")
+    assert "--var-column NAME (var_column= in Python)" in info.value.hint
+    adata.X = None
+    with pytest.raises(DataError) as info:
+        validate_expression(adata)
+    assert "--layer NAME (layer= in Python)" in info.value.hint
+    with pytest.raises(DataError) as info:
+        length_sorted_batches([1, 2], 0)
+    assert "--batch-size 64 (batch_size=64 in Python)" in info.value.hint
+
+
+def test_read_h5ad_leaves_duplicate_genes_to_our_own_error(tmp_path):
+    """anndata's "Variable names are not unique" warning does not come before our error that names the fix."""
+    import warnings
+
+    from biozoo.singlecell.anndata_io import read_h5ad, validate_expression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _adata(np.ones((2, 3), dtype=np.float32), genes=["A", "B", "A"]).write_h5ad(tmp_path / "dup.h5ad")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adata = read_h5ad(tmp_path / "dup.h5ad")
+        with pytest.raises(DataError, match="appear more than once"):
+            validate_expression(adata)
 
 
 def test_match_genes_missing_column_lists_available_ones():
@@ -621,7 +726,7 @@ def test_core_pipeline_needs_neither_torch_anndata_nor_scipy():
         "import sys\n"
         "for name in ('torch', 'anndata', 'scanpy', 'scipy'): sys.modules[name] = None\n"
         "import numpy as np\n"
-        "import biozoo.singlecell.anndata_io, biozoo.singlecell.vocab\n"
+        "import biozoo.singlecell.anndata_io, biozoo.singlecell.checks, biozoo.singlecell.vocab\n"
         "from biozoo.singlecell.binning import bin_values\n"
         "from biozoo.singlecell.normalize import detect_input, log1p, normalize_total\n"
         "from biozoo.singlecell.tokenize import pad_cells, tokenize_cells\n"

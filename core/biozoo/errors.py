@@ -54,3 +54,14 @@ class AttentionError(BiozooError):
 
 class VerificationError(BiozooError):
     """A model's outputs disagree with the test vectors in its manifest."""
+
+
+class InvalidArgumentError(BiozooError, ValueError):
+    """An option or argument is out of range (``--temperature -1``, ``--epochs 0``, ``-n 0``).
+
+    Also a ``ValueError``, so Python callers that catch bad-argument errors the usual way still do.
+    """
+
+
+class ModelOutputError(BiozooError):
+    """A model produced outputs that cannot be right (NaN or infinite values), usually from broken weights."""

@@ -6,17 +6,48 @@ everywhere. Randomness comes only from the ``generator`` passed in, so a seed re
 
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
+from typing import Any
+
 import torch
 
+from biozoo.errors import InvalidArgumentError
 
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Refuse settings that would silently mean something else."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p}")
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None, *, n: int | None = None) -> None:
+    """Refuse settings that would silently mean something else (or fail deep inside a run).
+
+    ``n`` is the number of samples asked for (cells, sequences), checked when given. Errors name
+    the CLI flag and the Python keyword, since both reach here.
+    """
+    if n is not None and not (_integer(n) and n >= 1):
+        raise InvalidArgumentError(
+            f"the number to generate must be >= 1, got {n!r}", "pass -n N with N >= 1 (n_cells= in Python)"
+        )
+    if not (_number(temperature) and math.isfinite(temperature) and temperature >= 0):
+        raise InvalidArgumentError(
+            f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}",
+            "pass --temperature 1 to sample from the model's distribution, 0 for greedy (temperature= in Python)",
+        )
+    if top_k is not None and not (_integer(top_k) and top_k >= 1):
+        raise InvalidArgumentError(
+            f"top_k must be an integer >= 1 (or None for no limit), got {top_k!r}",
+            "pass --top-k K with K >= 1, or leave it out for no limit (top_k=None in Python)",
+        )
+    if top_p is not None and not (_number(top_p) and 0 < top_p <= 1):
+        raise InvalidArgumentError(
+            f"top_p must be in (0, 1] (or None for no limit), got {top_p!r}",
+            "pass --top-p P with 0 < P <= 1, e.g. --top-p 0.9, or leave it out for no limit (top_p=None in Python)",
+        )
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:

@@ -39,6 +39,9 @@ BinMode = Literal["reference", "seeded"]
 
 #: cells per vectorised block; bounds the temporary memory to a few times the block's non-zeros.
 _BLOCK_CELLS = 4096
+#: most bins accepted (scGPT and scModelForge use 51): edges are allocated per block of cells, so
+#: ``n_bins=10**9`` from a manifest would otherwise ask for gigabytes before failing
+MAX_BINS = 10_000
 
 
 def _csr_parts(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
@@ -219,8 +222,8 @@ def bin_values(
     scipy CSR matrix with ``sparse_output=True`` (same non-zero pattern as ``x``). ``seed`` is
     for ``mode="seeded"`` only (default 0). Refuses NaN, inf and negative values.
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 2:
-        raise DataError(f"n_bins must be an integer >= 2, got {n_bins!r}", hint="scGPT uses n_bins=51")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or not 2 <= n_bins <= MAX_BINS:
+        raise DataError(f"n_bins must be an integer in 2..{MAX_BINS:,}, got {n_bins!r}", hint="scGPT uses n_bins=51")
     draw = _drawer(mode, seed)
     data, columns, indptr, shape = _csr_parts(x)
     _check_values(data)
@@ -264,8 +267,10 @@ def bin_values_collator_style(
 
 
 def _check_n_bins(n_bins: Any) -> int:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
-        raise DataError(f"n_bins must be an integer >= 1, got {n_bins!r}", hint="scModelForge uses n_bins=51")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or not 1 <= n_bins <= MAX_BINS:
+        raise DataError(
+            f"n_bins must be an integer in 1..{MAX_BINS:,}, got {n_bins!r}", hint="scModelForge uses n_bins=51"
+        )
     return int(n_bins)
 
 

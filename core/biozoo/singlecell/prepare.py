@@ -49,14 +49,17 @@ def log_normalized_matched(
             "the expression matrix is scaled (negative values)",
             hint="use raw counts or log-normalised data (e.g. adata.raw.to_adata())",
         )
-    match = match_genes(adata, vocab, var_column, min_fraction=0.0)
-    vocab_genes = len(vocab) - n_specials
-    if match.fraction < min_gene_fraction and match.n_matched < min_gene_fraction * vocab_genes:
-        # neither most of the data's genes nor most of the model's genes: refuse, with match_genes' diagnosis
-        match_genes(adata, vocab, var_column, min_fraction=min_gene_fraction)
+    match = match_genes(
+        adata,
+        vocab,
+        var_column,
+        min_fraction=min_gene_fraction,
+        min_model_fraction=min_gene_fraction,
+        n_specials=n_specials,
+    )
     x = adata.X if layer is None else adata.layers[layer]
     x = x[:, match.matched]
-    steps = [f"matched {match.n_matched}/{match.n_total} genes"]
+    steps = [match.summary()]
     if kind == "counts":
         x = log1p(normalize_total(x, target_sum))
         steps.append(f"normalize_total({target_sum:g}) + log1p (input: raw counts)")

@@ -16,15 +16,16 @@ first (genes by value, descending) that is its rank-value tokenizer's "top expre
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
 from biozoo.singlecell.binning import _csr_parts, digitize_by_edges
 from biozoo.singlecell.errors import DataError
 
+T = TypeVar("T")
 SamplingMode = Literal["seeded", "reference"]
 TruncationMode = Literal["sample", "head"]
 
@@ -242,7 +243,9 @@ def length_sorted_batches(
     activations in cache (a batch always holds at least one cell).
     """
     if batch_size < 1:
-        raise DataError(f"batch_size must be >= 1, got {batch_size}", hint="use e.g. batch_size=64")
+        raise DataError(
+            f"batch_size must be >= 1, got {batch_size}", hint="pass e.g. --batch-size 64 (batch_size=64 in Python)"
+        )
     if max_tokens is not None and max_tokens < 1:
         raise DataError(f"max_tokens must be >= 1 (or None), got {max_tokens}", hint="use e.g. max_tokens=8192")
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -262,6 +265,18 @@ def length_sorted_batches(
     return batches, restore
 
 
+def with_progress(items: Sequence[T], enabled: bool, desc: str = "cells", unit: str = "batch") -> Iterable[T]:
+    """``items`` behind a tqdm bar on stderr (cleared when done) when ``enabled``; tqdm is imported only then.
+
+    Every single-cell task shows the same bar, so a 70-second embedding run never looks hung.
+    """
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit=unit, leave=False)
+
+
 def refuse_empty_cells(cells: TokenizedCells, obs_names: Sequence[Any]) -> None:
     """Cells with no token besides CLS cannot be embedded or annotated: name them instead of returning noise."""
     empty = np.flatnonzero(cells.lengths <= (1 if cells.has_cls else 0))
@@ -269,5 +284,6 @@ def refuse_empty_cells(cells: TokenizedCells, obs_names: Sequence[Any]) -> None:
         names = ", ".join(str(obs_names[i]) for i in empty[:5])
         raise DataError(
             f"{empty.size} cells express none of the model's genes (e.g. {names})",
-            hint="drop empty cells first (e.g. scanpy.pp.filter_cells(adata, min_genes=1)), or check the gene column",
+            hint="drop empty cells first (e.g. scanpy.pp.filter_cells(adata, min_genes=1)), or check the gene column "
+            "(--var-column, var_column= in Python)",
         )

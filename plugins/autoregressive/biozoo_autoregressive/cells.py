@@ -25,7 +25,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from biozoo.singlecell.binning import bin_midpoints, digitize_by_edges, uniform_bin_edges
+from biozoo.errors import ManifestError
+from biozoo.singlecell.binning import MAX_BINS, bin_midpoints, digitize_by_edges, uniform_bin_edges
+from biozoo.singlecell.checks import PreprocessingConfig, vocabulary_token
+from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.outputs import model_preprocessing
 from biozoo.singlecell.prepare import log_normalized_matched
 from biozoo.singlecell.tokenize import (
@@ -35,11 +38,13 @@ from biozoo.singlecell.tokenize import (
     rank_order,
     refuse_empty_cells,
     tokenize_cells,
+    with_progress,
 )
 from biozoo.singlecell.vocab import GeneVocabulary
 
 SCMODELFORGE_SPECIALS = ("<pad>", "<unk>", "<mask>", "<cls>")
 GeneOrder = Literal["rank", "var"]
+GENE_ORDERS: tuple[str, ...] = ("rank", "var")
 
 
 @dataclass(frozen=True)
@@ -68,43 +73,66 @@ class CellContract:
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> CellContract:
-        _, pre, path = model_preprocessing(model)
-        config = dict(pre.config)
-        column = config.get("gene_column")
-        column = None if column in (None, "index") else column
+        """The model's contract, every setting checked (type, range, tokens in the vocabulary) before any data."""
+        manifest, pre, path = model_preprocessing(model)
+        config = PreprocessingConfig(pre.config, manifest.id)
+        column = pre.config.get("gene_column")
+        column = None if column in (None, "index") else str(column)
+        max_len_default = getattr(model, "max_seq_len", 2048)
         if pre.name.endswith("scmodelforge_tokenizer"):
             return cls._scmodelforge(path, config, column, model)
-        edges = config.get("bin_edges")
+        vocab = GeneVocabulary.from_json(path)
+        for token in ("<pad>", "<cls>"):
+            vocabulary_token(vocab, token, f"{manifest.id}: the special token")
+        edges = pre.config.get("bin_edges")
         return cls(
-            vocabulary=GeneVocabulary.from_json(path),
-            gene_order=config.get("gene_order", "rank"),
-            max_len=int(config.get("max_len", getattr(model, "max_seq_len", 2048))),
-            bin_edges=None if edges is None else np.asarray(edges, dtype=np.float64),
-            eos_token=config.get("eos_token"),
-            zero_bin=bool(config.get("zero_bin", False)),
+            vocabulary=vocab,
+            gene_order=config.choice("gene_order", "rank", GENE_ORDERS),
+            max_len=config.integer("max_len", max_len_default, minimum=2),
+            bin_edges=None if edges is None else _manifest_edges(edges, manifest.id),
+            eos_token=config.token("eos_token", None, vocab),
+            zero_bin=config.flag("zero_bin", False),
             gene_column=column,
-            normalize_total=float(config.get("normalize_total", 1e4)),
-            n_specials=int(config.get("n_specials", 5)),
+            normalize_total=config.number("normalize_total", 1e4, positive=True),
+            n_specials=config.integer("n_specials", 5, minimum=0, maximum=len(vocab) - 1),
         )
 
     @classmethod
-    def _scmodelforge(cls, path: Any, config: dict, column: str | None, model: torch.nn.Module) -> CellContract:
+    def _scmodelforge(
+        cls, path: Any, config: PreprocessingConfig, column: str | None, model: torch.nn.Module
+    ) -> CellContract:
         import json
 
         genes = json.loads(path.read_text())
         vocab = GeneVocabulary({**{t: i for i, t in enumerate(SCMODELFORGE_SPECIALS)}, **genes})
-        strategy = config.get("strategy", "binned_expression")
-        n_bins = int(config.get("n_bins", getattr(model, "n_bins", 51)))
+        strategy = config.config.get("strategy", "binned_expression")
+        n_bins = config.integer("n_bins", getattr(model, "n_bins", 51), minimum=1, maximum=MAX_BINS)
         # quantile edges were fitted on the training data and are not saved with the model; bins are only
         # loss targets in scModelForge's objective, so embeddings and logits do not need them
-        uniform = config.get("binning_method", "uniform") == "uniform"
+        uniform = config.config.get("binning_method", "uniform") == "uniform"
         return cls(
             vocabulary=vocab,
             gene_order="rank" if strategy == "rank_value" else "var",
-            max_len=int(config.get("max_genes", getattr(model, "max_seq_len", 2048))),
+            max_len=config.integer("max_genes", getattr(model, "max_seq_len", 2048), minimum=2),
             bin_edges=uniform_bin_edges(n_bins) if strategy == "binned_expression" and uniform else None,
             gene_column=column,
         )
+
+
+def _manifest_edges(edges: Any, model_id: str) -> np.ndarray:
+    """``bin_edges`` from a manifest as float64, refused unless 2..MAX_BINS + 1 strictly increasing finite numbers."""
+    try:
+        array = np.asarray(edges, dtype=np.float64)
+        if array.size > MAX_BINS + 1:
+            raise DataError(f"{array.size} edges, more than the {MAX_BINS + 1:,} allowed")
+        bin_midpoints(array)  # checks shape, finiteness and order
+    except (DataError, TypeError, ValueError) as exc:
+        reason = exc.message if isinstance(exc, DataError) else str(exc)
+        raise ManifestError(
+            f"{model_id}: preprocessing.config.bin_edges are not usable ({reason})",
+            "fix preprocessing.config.bin_edges in the model's manifest.yaml: strictly increasing finite numbers",
+        ) from None
+    return array
 
 
 @dataclass
@@ -183,11 +211,12 @@ def batches(
     batch_size: int,
     device: torch.device,
     max_tokens: int | None = MAX_BATCH_TOKENS,
+    progress: bool = False,
 ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
     """``(cell indices, model inputs)`` over length-sorted batches of at most ``batch_size`` cells and
-    ``max_tokens`` padded tokens."""
+    ``max_tokens`` padded tokens; a progress bar on stderr with ``progress``."""
     lengths = np.minimum(prepared.cells.lengths + (contract.eos_token is not None), contract.max_len)
     groups, _ = length_sorted_batches(lengths, batch_size, max_tokens=max_tokens)
-    for idx in groups:
+    for idx in with_progress(groups, progress):
         arrays = tokens_to_batch(prepared.cells, idx, contract)
         yield idx, {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}

@@ -12,12 +12,15 @@ they give the same cells for a seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import TYPE_CHECKING
 
 import torch
 
+from biozoo.errors import InvalidArgumentError
 from biozoo.nn.attention import KVCache
 from biozoo.nn.sampling import check_sampling, sample_logits
+from biozoo.singlecell.checks import refuse_non_finite
 
 if TYPE_CHECKING:
     from biozoo_autoregressive.model import AutoregressiveTransformer
@@ -54,23 +57,26 @@ def generate(
     torch's global generator.
     """
     if model.objective != "next_token":
-        raise ValueError(
-            "this model was trained with scModelForge's objective (no next-gene targets), so it cannot generate; "
-            "train with objective='next_token'"
+        raise InvalidArgumentError(
+            "this model was trained with scModelForge's objective (no next-gene targets), so it cannot generate",
+            "generate with a model trained with objective='next_token', e.g. autoregressive/pbmc-small",
         )
-    if n_cells < 1:
-        raise ValueError(f"n_cells must be >= 1, got {n_cells}")
-    check_sampling(temperature, top_k, top_p)
+    check_sampling(temperature, top_k, top_p, n=n_cells)
+    if bin_temperature is not None:
+        check_sampling(bin_temperature, None, None)
     n_genes = model.vocab_size - len(set(model.special_token_ids) | {model.eos_token_id} - {None})
     limit = min(n_genes, model.max_seq_len - 1 if model.positional == "learned" else n_genes)
     max_length = limit if max_length is None else max_length
-    if not 1 <= max_length <= limit:
-        raise ValueError(
+    if isinstance(max_length, bool) or not isinstance(max_length, Integral) or not 1 <= max_length <= limit:
+        raise InvalidArgumentError(
             f"max_length {max_length} is out of range: this model can generate 1..{limit} genes per cell "
-            f"(max_seq_len {model.max_seq_len} includes the CLS token; {n_genes} genes in the vocabulary)"
+            f"(max_seq_len {model.max_seq_len} includes the CLS token; {n_genes} genes in the vocabulary)",
+            f"pass --max-length N with 1 <= N <= {limit}, or leave it out for up to {limit} (max_length= in Python)",
         )
     if not 0 <= min_length <= max_length:
-        raise ValueError(f"min_length must be in 0..max_length ({max_length}), got {min_length}")
+        raise InvalidArgumentError(
+            f"min_length must be in 0..max_length ({max_length}), got {min_length}", "e.g. min_length=1"
+        )
     device = next(model.parameters()).device
     generator = None
     if seed is not None:
@@ -99,13 +105,16 @@ def generate(
             for t in range(max_length):
                 hidden = _last_hidden(model, ids, bins, cache, t)
                 steps += 1
-                logits = model.gene_head(hidden).float().masked_fill(banned, float("-inf"))
+                logits = model.gene_head(hidden).float()
+                refuse_non_finite(logits, model, "gene logits")
+                logits = logits.masked_fill(banned, float("-inf"))
                 if eos is not None and t < min_length:
                     logits[:, eos] = float("-inf")
                 gene = sample_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
                 stop = gene == eos if eos is not None else torch.zeros_like(gene, dtype=torch.bool)
                 gene = gene.masked_fill(stop, pad)
                 bin_logits = model.next_bin_logits(hidden, gene).float()
+                refuse_non_finite(bin_logits, model, "expression-bin logits")
                 bin_logits[:, 0] = float("-inf")
                 binned = sample_logits(bin_logits, temperature=bin_temperature, generator=generator)
                 binned = binned.masked_fill(stop, 0)

@@ -8,9 +8,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from biozoo.errors import BiozooError
+from biozoo.errors import BiozooError, InvalidArgumentError
+from biozoo.nn.sampling import check_sampling
 from biozoo.singlecell.anndata_io import write_h5ad_atomic
+from biozoo.singlecell.checks import refuse_non_finite
 from biozoo.singlecell.outputs import provenance, write_embeddings
+from biozoo.singlecell.tokenize import with_progress
 from biozoo_autoregressive.cells import CellContract, PreparedCells, batches, prepare
 
 EMBEDDING_KEY = "X_autoregressive"
@@ -32,15 +35,18 @@ def cell_embeddings(
     batch_size: int = 64,
     var_column: str | None = None,
     layer: str | None = None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, PreparedCells]:
-    """``model.encode`` for every cell, in cell order: ``[cells, hidden]``."""
+    """``model.encode`` for every cell, in cell order: ``[cells, hidden]``; NaN or infinite embeddings are refused."""
     contract = CellContract.of(model)
     prepared = prepare(adata, contract, var_column=var_column, layer=layer)
     device = next(model.parameters()).device
     out = np.empty((len(prepared.cells), model.hidden_dim), dtype=np.float32)
     with torch.inference_mode():
-        for idx, inputs in batches(prepared, contract, batch_size, device):
-            out[idx] = model.encode(**inputs).float().cpu().numpy()
+        for idx, inputs in batches(prepared, contract, batch_size, device, progress=progress):
+            values = model.encode(**inputs).float().cpu().numpy()
+            refuse_non_finite(values, model, "cell embeddings")
+            out[idx] = values
     return out, prepared
 
 
@@ -60,7 +66,9 @@ def embed(
     from biozoo_autoregressive import __version__
 
     def compute(adata: Any) -> tuple[np.ndarray, list[str]]:
-        emb, prepared = cell_embeddings(model, adata, batch_size=batch_size, var_column=var_column, layer=layer)
+        emb, prepared = cell_embeddings(
+            model, adata, batch_size=batch_size, var_column=var_column, layer=layer, progress=progress
+        )
         return emb, prepared.steps
 
     plugin = f"biozoo-autoregressive {__version__}"
@@ -117,15 +125,27 @@ def generate(
     use_cache: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Sample ``n_cells`` cells and write them to a new h5ad (see :func:`generated_to_anndata`)."""
+    """Sample ``n_cells`` cells and write them to a new h5ad (see :func:`generated_to_anndata`).
+
+    Every option is checked before anything is sampled; ``max_length=None`` means as many genes as
+    the model was trained on (0 is refused, not read as "no limit").
+    """
     import anndata as ad
-    from tqdm.auto import tqdm
 
     if output_path.suffix != ".h5ad":
         raise BiozooError(f"the output {output_path} must end in .h5ad", "e.g. -o generated.h5ad")
-    if batch_size < 1:
-        raise BiozooError(f"batch_size must be >= 1, got {batch_size}")
+    check_sampling(temperature, top_k, top_p, n=n_cells)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(
+            f"batch_size must be >= 1, got {batch_size!r}", "pass e.g. --batch-size 64 (batch_size= in Python)"
+        )
     contract = CellContract.of(model)
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise InvalidArgumentError(
+            f"max_length must be >= 1 gene per cell, got {max_length!r}",
+            f"pass --max-length N with 1 <= N <= {contract.max_len - 2}, or leave it out for up to "
+            f"{contract.max_len - 2} (max_length=None in Python)",
+        )
     if max_length is not None and max_length > contract.max_len - 2:
         raise BiozooError(
             f"max_length {max_length} exceeds what this model was trained on: {contract.max_len} tokens "
@@ -134,10 +154,10 @@ def generate(
         )
     parts = []
     sizes = [min(batch_size, n_cells - start) for start in range(0, n_cells, batch_size)]
-    for i, size in enumerate(tqdm(sizes, desc="generating", unit="batch", disable=not progress, leave=False)):
+    for i, size in enumerate(with_progress(sizes, progress, desc="generating")):
         cells = model.generate(
             size,
-            max_length=max_length or contract.max_len - 2,
+            max_length=contract.max_len - 2 if max_length is None else max_length,
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,

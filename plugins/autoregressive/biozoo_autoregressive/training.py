@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from biozoo.singlecell.checks import check_training, refuse_non_finite
 from biozoo.singlecell.tokenize import TokenizedCells
 from biozoo_autoregressive.cells import CellContract, tokens_to_batch
 
@@ -64,6 +65,7 @@ def train(
     log: bool = True,
 ) -> TrainReport:
     """Train with AdamW and a cosine schedule; keeps the weights of the best validation epoch."""
+    check_training(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -76,6 +78,7 @@ def train(
         for idx in _batches(train_cells, batch_size, rng):
             optimizer.zero_grad(set_to_none=True)
             loss = _loss(model, train_cells, idx, contract)
+            refuse_non_finite(loss.detach(), model, "training loss")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

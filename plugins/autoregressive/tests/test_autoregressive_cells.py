@@ -81,5 +81,7 @@ def test_bad_cells_and_genes_are_named() -> None:
     with pytest.raises(DataError, match="1 of 8 cells express no gene"):
         prepare(_adata(x), contract)
     other = ad.AnnData(G["cells.X"], var=pd.DataFrame(index=[f"NOPE{i}" for i in range(200)]))
-    with pytest.raises(DataError, match="only 0 of 200 genes"):
+    with pytest.raises(DataError, match=r"none of the 200 genes in var_names .* vocabulary \(200 genes\)"):
         prepare(other, contract)
+    with pytest.raises(DataError, match=r"has 0 cells \(0 x 200\); nothing to embed"):
+        prepare(_adata(G["cells.X"][:0]), contract)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import re
+import shutil
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pytest
+import torch
+import yaml
 from scipy import sparse
 
 import biozoo
-from biozoo.errors import BiozooError
+from biozoo.errors import BiozooError, InvalidArgumentError, ManifestError, ModelOutputError
 from biozoo_autoregressive import tasks
 from biozoo_autoregressive.cells import CellContract
 from tests.support.cli import zoo
@@ -95,4 +100,73 @@ def test_bad_requests_are_named_and_leave_no_output(tmp_path: Path, model) -> No
     unknown = ad.AnnData(cells.X, obs=cells.obs, var=cells.var.set_axis([f"X{i}" for i in range(cells.n_vars)]))
     unknown.write_h5ad(source)
     proc = zoo("embed", MODEL, str(source), "-o", str(out))
-    assert proc.returncode == 1 and "are in the vocabulary" in proc.stderr
+    assert proc.returncode == 1 and "in the model's vocabulary" in proc.stderr
+    cells[:0].copy().write_h5ad(source)
+    proc = zoo("embed", MODEL, str(source), "-o", str(out))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "has 0 cells (0 x 765); nothing to embed" in proc.stderr.replace("\n", " ") and not out.exists()
+
+
+def test_generate_options_are_checked_in_python_too(tmp_path: Path, model) -> None:
+    """-n 0 was an IndexError and max_length=0 silently meant "no limit" (the CLI's own ranges: test_cli_errors)."""
+    for options in ({"n_cells": 0}, {"max_length": 0}, {"temperature": float("nan")}, {"batch_size": 0}):
+        with pytest.raises(InvalidArgumentError):
+            tasks.generate(model, tmp_path / "g.h5ad", **{"n_cells": 2, **options}, progress=False)
+        with pytest.raises(ValueError):  # still a ValueError for Python callers
+            tasks.generate(model, tmp_path / "g.h5ad", **{"n_cells": 2, **options}, progress=False)
+    with pytest.raises(InvalidArgumentError, match="max_length 0 is out of range"):
+        model.generate(2, max_length=0)
+    assert not (tmp_path / "g.h5ad").exists()
+
+
+def _broken(model: torch.nn.Module) -> torch.nn.Module:
+    broken = copy.deepcopy(model)
+    for param in broken.parameters():  # the loaded weights are a read-only file mapping
+        param.data = param.data.clone()
+    with torch.no_grad():
+        next(iter(broken.encoder.parameters())).fill_(float("nan"))
+    return broken
+
+
+def test_nan_outputs_are_refused_and_nothing_is_written(tmp_path: Path, model) -> None:
+    broken = _broken(model)
+    out = tmp_path / "out.h5ad"
+    with pytest.raises(ModelOutputError, match="produced NaN or infinite cell embeddings") as info:
+        tasks.embed(broken, CELLS, out, progress=False)
+    assert f"zoo verify {MODEL}" in info.value.hint
+    with pytest.raises(ModelOutputError, match="produced NaN or infinite gene logits"):
+        tasks.generate(broken, out, n_cells=2, progress=False)
+    assert not out.exists()
+
+
+def test_embed_shows_progress(model, capsys) -> None:
+    tasks.cell_embeddings(model, ad.read_h5ad(CELLS)[:4].copy(), progress=True)
+    assert "cells" in capsys.readouterr().err
+    tasks.cell_embeddings(model, ad.read_h5ad(CELLS)[:4].copy())
+    assert capsys.readouterr().err == ""
+
+
+def _with_config(tmp_path: Path, **config) -> torch.nn.Module:
+    folder = tmp_path / "model"
+    shutil.copytree(ROOT / "registry" / "autoregressive" / "pbmc-small", folder)
+    manifest = yaml.safe_load((folder / "manifest.yaml").read_text())
+    manifest["preprocessing"]["config"].update(config)
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    return biozoo.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("gene_order", "evil", "gene_order must be one of 'rank', 'var', got 'evil'"),
+        ("eos_token", "nope", "eos_token is 'nope', which is not in the model's vocabulary"),
+        ("n_specials", -1, "n_specials must be an integer in 0..769, got -1"),
+        ("max_len", 0, "max_len must be an integer >= 2"),
+        ("bin_edges", [0.0, 2.0, 1.0], "bin_edges are not usable (bin edges must increase strictly)"),
+        ("normalize_total", "x", "normalize_total must be a finite number > 0"),
+        ("zero_bin", "yes", "zero_bin must be true or false"),
+    ],
+)
+def test_bad_preprocessing_settings_are_refused(tmp_path: Path, key: str, value, words: str) -> None:
+    with pytest.raises(ManifestError, match=re.escape(f"{MODEL}: preprocessing.config.{words}")):
+        CellContract.of(_with_config(tmp_path, **{key: value}))

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from biozoo.errors import BiozooError
 from biozoo.manifest.io import parse_manifest, write_manifest
-from biozoo.singlecell.anndata_io import read_h5ad
+from biozoo.singlecell.anndata_io import read_h5ad, refuse_empty_anndata
+from biozoo.singlecell.checks import check_training, refuse_non_finite
 from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.tokenize import pad_cells
 from biozoo.utils.atomic import atomic_directory
@@ -76,6 +77,7 @@ def finetune(
     from sklearn.metrics import accuracy_score, f1_score
     from tqdm.auto import tqdm
 
+    check_training(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, val_fraction=val_fraction)
     output_dir = Path(output_dir)
     if output_dir.exists():
         raise BiozooError(f"{output_dir} already exists", "choose a new output folder (nothing is overwritten)")
@@ -83,6 +85,7 @@ def finetune(
     rng = np.random.default_rng(seed)
     contract = InputContract.of(model)
     adata = read_h5ad(input_path)
+    refuse_empty_anndata(adata, "train on")
     y, classes = _labels(adata, label_column)
     prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
     train_idx, val_idx = split(y, val_fraction, seed)
@@ -128,6 +131,7 @@ def finetune(
         for start in range(0, len(order), batch_size):
             part = order[start : start + batch_size]
             loss = F.cross_entropy(model(**batch(part), CLS=True)["cls_output"], torch.from_numpy(y[part]))
+            refuse_non_finite(loss.detach(), model, "training loss")
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -11,6 +11,7 @@ Outputs are written atomically, with provenance in ``uns``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,9 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from biozoo.errors import BiozooError
+from biozoo.errors import BiozooError, InvalidArgumentError
 from biozoo.singlecell.anndata_io import read_h5ad, write_h5ad_atomic
-from biozoo.singlecell.binning import bin_values
+from biozoo.singlecell.binning import MAX_BINS, bin_values
+from biozoo.singlecell.checks import PreprocessingConfig, refuse_non_finite
 from biozoo.singlecell.outputs import model_preprocessing, provenance, write_embeddings
 from biozoo.singlecell.prepare import log_normalized_matched
 from biozoo.singlecell.tokenize import (
@@ -31,10 +33,13 @@ from biozoo.singlecell.tokenize import (
     pad_cells,
     refuse_empty_cells,
     tokenize_cells,
+    with_progress,
 )
 from biozoo.singlecell.vocab import GeneVocabulary
 
 EMBEDDING_KEY = "X_scGPT"
+#: how ties between equal values are broken when binning (see biozoo.singlecell.binning)
+BINNING_MODES = ("seeded", "reference")
 #: padded tokens per inference batch: long cells come in smaller batches, whose activations stay
 #: in cache (bench/scgpt_embed.py: 2.14x / 2.85x the reference vs 1.37x / 1.94x uncapped at 64 cells)
 MAX_BATCH_TOKENS = 4096
@@ -59,19 +64,30 @@ class InputContract:
     def of(cls, model: torch.nn.Module, binning: str | None = None) -> InputContract:
         """The model's contract; ``binning`` overrides how ties are broken ("seeded" or "reference")."""
         contract = cls._of(model)
-        return contract if binning is None else replace(contract, binning=binning)
+        if binning is None:
+            return contract
+        if binning not in BINNING_MODES:
+            raise InvalidArgumentError(f"binning must be 'seeded' or 'reference', got {binning!r}", "binning='seeded'")
+        return replace(contract, binning=binning)
 
     @classmethod
     def _of(cls, model: torch.nn.Module) -> InputContract:
-        _, pre, vocab_path = model_preprocessing(model)
+        """Every setting read with its type and range checked, before any data is touched."""
+        manifest, pre, vocab_path = model_preprocessing(model)
         vocab = GeneVocabulary.from_json(vocab_path)
-        config = dict(pre.config)
-        column = config.pop("gene_column", None)
-        known = {f for f in cls.__dataclass_fields__ if f not in ("vocabulary", "gene_column")}
+        config = PreprocessingConfig(pre.config, manifest.id)
+        column = pre.config.get("gene_column")
         return cls(
             vocabulary=vocab,
-            gene_column=None if column in (None, "index") else column,
-            **{k: v for k, v in config.items() if k in known},
+            n_bins=config.integer("n_bins", cls.n_bins, minimum=2, maximum=MAX_BINS),
+            max_seq_len=config.integer("max_seq_len", cls.max_seq_len, minimum=2),
+            pad_token=config.token("pad_token", cls.pad_token, vocab),
+            cls_token=config.token("cls_token", cls.cls_token, vocab),
+            pad_value=config.number("pad_value", cls.pad_value),
+            cls_value=config.number("cls_value", cls.cls_value),
+            gene_column=None if column in (None, "index") else str(column),
+            normalize_total=config.number("normalize_total", cls.normalize_total, positive=True),
+            binning=config.choice("binning", cls.binning, BINNING_MODES),
         )
 
 
@@ -134,8 +150,6 @@ def batches(
 
     ``max_tokens`` caps a batch's padded size (cells x tokens) as well as its cell count.
     """
-    from tqdm.auto import tqdm
-
     cells = prepared.cells
     if order is None:
         lengths = np.minimum(cells.lengths, contract.max_seq_len)
@@ -144,7 +158,7 @@ def batches(
         groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng = np.random.default_rng(seed)
     pad_id = contract.vocabulary[contract.pad_token]
-    for idx in tqdm(groups, desc="cells", unit="batch", disable=not progress, leave=False):
+    for idx in with_progress(groups, progress):
         batch = pad_cells(
             cells, idx, pad_id=pad_id, pad_value=contract.pad_value, max_len=contract.max_seq_len, seed=rng
         )
@@ -170,10 +184,12 @@ def run_cells(
     progress: bool = True,
     binning: str | None = None,
     max_tokens: int | None = MAX_BATCH_TOKENS,
+    what: str = "outputs",
 ) -> tuple[np.ndarray, PreparedCells]:
     """Prepare ``adata`` for ``model``, run ``fn(inputs) -> [batch, ...]`` over length-sorted batches,
     and return the results in cell order (inference mode). Batches hold at most ``batch_size`` cells
-    and ``max_tokens`` padded tokens (None: no token cap)."""
+    and ``max_tokens`` padded tokens (None: no token cap). NaN or infinite results (``what``, for the
+    message) are refused at the first batch that has them."""
     contract = InputContract.of(model, binning)
     prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
     device = next(model.parameters()).device
@@ -181,6 +197,7 @@ def run_cells(
     with torch.inference_mode():
         for idx, inputs in batches(prepared, contract, batch_size, device, seed, progress, max_tokens=max_tokens):
             values = fn(inputs).float().cpu().numpy()
+            refuse_non_finite(values, model, what)
             if out is None:
                 out = np.empty((len(prepared.cells), *values.shape[1:]), dtype=np.float32)
             out[idx] = values
@@ -195,11 +212,19 @@ def cell_embeddings(model: torch.nn.Module, adata: Any, **options: Any) -> tuple
         hidden = model.encode(inputs["src"], inputs["values"], inputs["src_key_padding_mask"])
         return F.normalize(model.cell_embedding(hidden, inputs["values"]), p=2, dim=1)
 
-    return run_cells(model, adata, fn, **options)
+    return run_cells(model, adata, fn, what="cell embeddings", **options)
 
 
 def class_probabilities(model: torch.nn.Module, adata: Any, **options: Any) -> tuple[np.ndarray, list[str]]:
     """Softmax over the model's cell-type classes ``[cells, classes]`` and the class names."""
+    probs, labels, _ = _class_probabilities(model, adata, **options)
+    return probs, labels
+
+
+def _class_probabilities(
+    model: torch.nn.Module, adata: Any, **options: Any
+) -> tuple[np.ndarray, list[str], PreparedCells]:
+    """``class_probabilities`` plus the prepared cells (their preprocessing steps go into the output)."""
     if model.cls_decoder is None:
         raise BiozooError(
             f"{model.zoo_manifest.id} has no classification head",
@@ -210,7 +235,17 @@ def class_probabilities(model: torch.nn.Module, adata: Any, **options: Any) -> t
     def fn(inputs: dict) -> torch.Tensor:
         return torch.softmax(model(**inputs, CLS=True)["cls_output"], dim=-1)
 
-    return run_cells(model, adata, fn, **options)[0], labels
+    probs, prepared = run_cells(model, adata, fn, what="class probabilities", **options)
+    return probs, labels, prepared
+
+
+def label_key(model: torch.nn.Module) -> str:
+    """The obs column prefix for a model's annotations: its manifest id as an identifier.
+
+    ``scgpt/cls`` -> ``scgpt_cls`` (columns ``scgpt_cls_label``, ``scgpt_cls_confidence``), so two models'
+    annotations of the same cells sit side by side instead of overwriting each other.
+    """
+    return re.sub(r"[^0-9A-Za-z]+", "_", model.zoo_manifest.id).strip("_").lower() or "model"
 
 
 # -- tasks behind `zoo embed`, `zoo annotate`, `zoo finetune` -----------------------------------------------------
@@ -257,26 +292,36 @@ def annotate(
     var_column: str | None = None,
     layer: str | None = None,
     seed: int = 0,
-    key: str = "scgpt",
+    key: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write ``obs[f'{key}_label']`` and ``obs[f'{key}_confidence']`` (softmax of the predicted class)."""
+    """Write ``obs[f'{key}_label']`` and ``obs[f'{key}_confidence']`` (softmax of the predicted class).
+
+    ``key`` defaults to the model's id as an identifier (:func:`label_key`). Provenance, with the
+    preprocessing steps, goes to ``uns['biozoo'][f'{key}_label']``.
+    """
     import pandas as pd
 
+    key = label_key(model) if key is None else key
     adata = read_h5ad(input_path)
-    probs, labels = class_probabilities(
+    probs, labels, prepared = _class_probabilities(
         model, adata, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed, progress=progress
     )
     best = probs.argmax(axis=1)
     adata.obs[f"{key}_label"] = pd.Categorical([labels[i] for i in best], categories=labels)
     adata.obs[f"{key}_confidence"] = probs[np.arange(len(best)), best].astype(np.float32)
-    adata.uns.setdefault("biozoo", {})[f"{key}_label"] = {**_provenance(model, "annotate", seed), "classes": labels}
+    adata.uns.setdefault("biozoo", {})[f"{key}_label"] = {
+        **_provenance(model, "annotate", seed, prepared),
+        "classes": labels,
+    }
     write_h5ad_atomic(adata, output_path)
     counts = adata.obs[f"{key}_label"].value_counts()
     return {
         "cells": adata.n_obs,
         "labels": {str(k): int(v) for k, v in counts.items() if v},
         "mean_confidence": float(adata.obs[f"{key}_confidence"].mean()),
+        "key": f"obs[{key + '_label'!r}], obs[{key + '_confidence'!r}]",
+        "steps": prepared.steps,
     }
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import re
+import shutil
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pytest
 import torch
+import yaml
 from scipy import sparse
 
 import biozoo
+from biozoo.errors import InvalidArgumentError, ManifestError, ModelOutputError
 from biozoo.singlecell.errors import DataError
 from biozoo_scgpt import tasks
 from tests.support.cli import zoo
@@ -95,12 +100,23 @@ def test_zoo_embed_and_annotate_write_provenance(tmp_path: Path) -> None:
     proc = zoo("annotate", "scgpt/cls", str(CELLS), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     result = ad.read_h5ad(out)
-    assert set(result.obs["scgpt_label"].cat.categories) <= set(result.obs["bulk_labels"].unique()) | {
-        *result.uns["biozoo"]["scgpt_label"]["classes"]
+    assert set(result.obs["scgpt_cls_label"].cat.categories) <= set(result.obs["bulk_labels"].unique()) | {
+        *result.uns["biozoo"]["scgpt_cls_label"]["classes"]
     }
-    assert ((result.obs["scgpt_confidence"] > 0) & (result.obs["scgpt_confidence"] <= 1)).all()
-    accuracy = float((result.obs["scgpt_label"].astype(str) == result.obs["bulk_labels"].astype(str)).mean())
+    assert ((result.obs["scgpt_cls_confidence"] > 0) & (result.obs["scgpt_cls_confidence"] <= 1)).all()
+    accuracy = float((result.obs["scgpt_cls_label"].astype(str) == result.obs["bulk_labels"].astype(str)).mean())
     assert accuracy > 0.3  # ten classes: far above chance (0.1)
+
+
+def test_annotate_reports_its_preprocessing_like_embed(tmp_path: Path) -> None:
+    """The gene-match line is printed and the steps are in the provenance, as docs/scgpt.md says."""
+    out = tmp_path / "annotated.h5ad"
+    proc = zoo("annotate", "scgpt/cls", str(CELLS), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    line = "matched 765 genes (var_names): 100% of the model's 765, 100% of the data's 765"
+    assert line in proc.stdout and "obs['scgpt_cls_label']" in proc.stdout
+    steps = ad.read_h5ad(out).uns["biozoo"]["scgpt_cls_label"]["preprocessing"]
+    assert str(steps[0]) == line and any("binned into 51 bins" in s for s in steps)
 
 
 def _bad(cells: ad.AnnData, kind: str) -> ad.AnnData:
@@ -128,7 +144,7 @@ def _bad(cells: ad.AnnData, kind: str) -> ad.AnnData:
         ("negative", "negative values"),
         ("empty", "express no gene"),
         ("duplicates", "appear more than once"),
-        ("no-overlap", "are in the vocabulary"),
+        ("no-overlap", "in the model's vocabulary"),
     ],
 )
 def test_bad_inputs_are_refused_and_leave_no_output(tmp_path: Path, cells, kind: str, words: str) -> None:
@@ -138,7 +154,84 @@ def test_bad_inputs_are_refused_and_leave_no_output(tmp_path: Path, cells, kind:
     proc = zoo("annotate", "scgpt/cls", str(source), "-o", str(out))
     assert proc.returncode == 1
     assert words in proc.stderr and "hint:" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Variable names are not unique" not in proc.stderr  # anndata's warning would come before ours
     assert not out.exists() and not list(tmp_path.glob(".out.h5ad*"))
+
+
+@pytest.mark.parametrize("command", ["embed", "annotate"])
+def test_zero_cells_are_refused_up_front(tmp_path: Path, cells, command: str) -> None:
+    source = tmp_path / "none.h5ad"
+    cells[:0].copy().write_h5ad(source)
+    out = tmp_path / "out.h5ad"
+    proc = zoo(command, "scgpt/cls", str(source), "-o", str(out))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "has 0 cells (0 x 765); nothing to embed" in proc.stderr.replace("\n", " ")
+    assert not out.exists()
+
+
+def _broken(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose first transformer layer's weights are NaN (what a corrupted file gives)."""
+    broken = copy.deepcopy(model)
+    for param in broken.parameters():  # the loaded weights are a read-only file mapping
+        param.data = param.data.clone()
+    with torch.no_grad():
+        next(iter(broken.transformer_encoder.parameters())).fill_(float("nan"))
+    return broken
+
+
+def test_nan_outputs_are_refused_and_nothing_is_written(tmp_path: Path, model) -> None:
+    """NaN weights used to label every cell with the first class and exit 0."""
+    broken = _broken(model)
+    for task in (tasks.annotate, tasks.embed):
+        out = tmp_path / f"{task.__name__}.h5ad"
+        with pytest.raises(ModelOutputError, match="scgpt/cls produced NaN or infinite") as info:
+            task(broken, CELLS, out, progress=False)
+        assert "zoo verify scgpt/cls" in info.value.hint and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("n_bins", 10**9, "n_bins must be an integer in 2..10,000, got 1000000000"),
+        ("n_bins", 1, "n_bins must be an integer in 2..10,000"),
+        ("binning", "evil", "binning must be one of 'seeded', 'reference', got 'evil'"),
+        ("pad_token", "nope", "pad_token is 'nope', which is not in the model's vocabulary"),
+        ("cls_value", "x", "cls_value must be a finite number, got 'x'"),
+        ("max_seq_len", 0, "max_seq_len must be an integer >= 2"),
+        ("normalize_total", -1, "normalize_total must be a finite number > 0"),
+    ],
+)
+def test_bad_preprocessing_settings_are_refused_before_any_data(tmp_path: Path, key: str, value, words: str) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(ROOT / "registry" / "scgpt" / "cls", folder)
+    manifest = yaml.safe_load((folder / "manifest.yaml").read_text())
+    manifest["preprocessing"]["config"][key] = value
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    with pytest.raises(ManifestError, match=re.escape(f"scgpt/cls: preprocessing.config.{words}")):
+        tasks.InputContract.of(biozoo.load(folder))
+
+
+def test_finetune_options_are_checked_before_reading_data(tmp_path: Path, model) -> None:
+    """epochs=0 used to write an untrained "fine-tuned" model; the input here does not even exist.
+
+    (The CLI refuses these values itself, see tests/test_cli_errors.py; this is the Python API.)"""
+    from biozoo_scgpt.finetune import finetune
+
+    missing = tmp_path / "no-such-input.h5ad"
+    bad = [
+        ({"epochs": 0}, "--epochs"),
+        ({"lr": float("nan")}, "--lr"),
+        ({"lr": 0.0}, "--lr"),
+        ({"val_fraction": 1.5}, "--val-fraction"),
+        ({"val_fraction": 0.0}, "--val-fraction"),
+        ({"patience": -1}, "--patience"),
+        ({"batch_size": 0}, "--batch-size"),
+    ]
+    for options, flag in bad:
+        with pytest.raises(InvalidArgumentError) as info:
+            finetune(model, missing, tmp_path / "out", label_column="bulk_labels", progress=False, **options)
+        assert flag in info.value.hint, options
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_var_column_and_not_h5ad(tmp_path: Path, model, cells) -> None:
@@ -173,6 +266,10 @@ def test_finetune_writes_a_verifiable_publishable_folder(tmp_path: Path) -> None
     assert verify.returncode == 0, verify.stderr
     model = biozoo.load(out)
     assert model.zoo_manifest.id == "lab/pbmc-mine" and model.cls_decoder.labels
+    annotated = tmp_path / "mine.h5ad"  # the label columns are named after the model, not always scgpt_label
+    assert zoo("annotate", str(out), str(CELLS), "-o", str(annotated)).returncode == 0
+    obs = ad.read_h5ad(annotated).obs
+    assert "lab_pbmc_mine_label" in obs and "lab_pbmc_mine_confidence" in obs and "scgpt_label" not in obs
     missing = zoo("finetune", "scgpt/cls", str(CELLS), "-o", str(tmp_path / "x"), "--label-column", "celltype")
     assert missing.returncode == 1 and "obs has no column 'celltype'" in missing.stderr
     assert not (tmp_path / "x").exists()
