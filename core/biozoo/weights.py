@@ -375,7 +375,8 @@ def check_dtypes(model: nn.Module, state: Mapping[str, torch.Tensor], *, cast: b
             f"the weights hold {len(wrong)} tensor(s) of the wrong kind of dtype:\n"
             + "\n".join(f"    {w}" for w in wrong[:_SHOW])
             + (f"\n    ... and {len(wrong) - _SHOW} more" if len(wrong) > _SHOW else ""),
-            "these tensors must be floating point; re-convert or re-save the weights",
+            "a float parameter cannot hold integers or booleans (nor the reverse): re-convert the checkpoint, "
+            "or re-save each tensor with the kind of dtype the model has",
         )
     by_dtype: dict[torch.dtype, list[str]] = {}
     for k, v in state.items():
