@@ -231,6 +231,10 @@ def test_finetune_options_are_checked_before_reading_data(tmp_path: Path, model)
         with pytest.raises(InvalidArgumentError) as info:
             finetune(model, missing, tmp_path / "out", label_column="bulk_labels", progress=False, **options)
         assert flag in info.value.hint, options
+    none = tmp_path / "none.h5ad"
+    ad.read_h5ad(CELLS)[:0].copy().write_h5ad(none)
+    with pytest.raises(DataError, match=r"has 0 cells \(0 x 765\); nothing to train on"):  # was an IndexError
+        finetune(model, none, tmp_path / "out", label_column="bulk_labels", progress=False)
     assert not (tmp_path / "out").exists()
 
 
