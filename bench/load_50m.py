@@ -6,7 +6,7 @@ and random weights. Every measurement runs in a fresh process so peak RSS is
 its own; the page cache is warm (the file was just written) for both sides.
 
 * ``plain``: ``safetensors.torch.load_file`` (what a user would do by hand);
-* ``biozoo``: ``biozoo.load(folder)`` (assembly on meta, key check, mmap + assign),
+* ``biozoo``: ``biozoo.load(folder)`` (assembly on meta, key check, one private read + assign),
   with the sha256 already verified once (the normal case) and, separately, the
   first load that hashes the file;
 * ``+touch``: the same followed by reading every weight once (sum), which is

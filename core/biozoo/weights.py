@@ -1,11 +1,11 @@
 """Safe weights: safetensors only, checked, read into private memory, assigned without a further copy.
 
 The path (measured in ``bench/load_50m.py``): the model is built on the meta
-device, each safetensors file is read once into one buffer of the process's
-own memory, and its tensors are views into that buffer which
-``load_state_dict(assign=True)`` makes the model's parameters, so there is no
-random init and no second copy. Before that, every key, shape and dtype is
-compared and a mismatch is reported as a readable diff (the reference scGPT
+device, each safetensors file is validated by the ``safetensors`` package and
+then read once into one buffer of the process's own memory, and
+``load_state_dict(assign=True)`` makes views into that buffer the model's
+parameters, so there is no random init and no second copy.
+Before that, every key, shape and dtype is compared and a mismatch is reported as a readable diff (the reference scGPT
 code silently drops mismatching keys). Pickles are never read here.
 
 Why not a memory map (the fastest path, and what this module once did): a
@@ -17,13 +17,12 @@ edits of the file. Reading costs one copy from the page cache (about 0.1 s and
 the weights' size in private memory for a 50M-parameter model, see
 docs/benchmarks.md); what was checked is then what runs.
 
-The safetensors format is parsed here (8-byte length, JSON header, one data
-buffer) rather than by the ``safetensors`` package, with every check that
-package makes (bounded header, known dtypes, offsets that tile the buffer
-exactly), so the header can also be read alone: its element count bounds the
-model a manifest may describe before assembly starts (a manifest claiming
-100,000 layers fails in milliseconds), and floating tensors are checked for
-NaN/Inf in bounded chunks the first time a file is verified.
+Files are opened with the ``safetensors`` package, which checks the header
+(bounded size, known dtypes, offsets that tile the data exactly) before
+anything is read. Its header alone bounds the model a manifest may describe
+before assembly starts (a manifest claiming 100,000 layers fails in
+milliseconds), and floating tensors are checked for NaN/Inf in bounded slices
+the first time a file is verified.
 """
 
 from __future__ import annotations
@@ -31,12 +30,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from biozoo.errors import WeightsError
@@ -45,31 +46,15 @@ from biozoo.manifest.schema import WeightFile, WeightsSpec
 from biozoo.utils.hashing import HashMemo, sha256_file
 
 _SHOW = 12
-MAX_HEADER_BYTES = 100_000_000  # the safetensors package's own limit
 MAX_INDEX_BYTES = 64 * 1024 * 1024
-_FINITE_CHUNK = 4 * 1024 * 1024  # bytes per chunk of the NaN/Inf scan
-_DTYPES: dict[str, torch.dtype] = {
-    name: getattr(torch, attr)
-    for name, attr in {
-        "F64": "float64",
-        "F32": "float32",
-        "F16": "float16",
-        "BF16": "bfloat16",
-        "F8_E4M3": "float8_e4m3fn",
-        "F8_E5M2": "float8_e5m2",
-        "C64": "complex64",
-        "I64": "int64",
-        "I32": "int32",
-        "I16": "int16",
-        "I8": "int8",
-        "U64": "uint64",
-        "U32": "uint32",
-        "U16": "uint16",
-        "U8": "uint8",
-        "BOOL": "bool",
-    }.items()
-    if hasattr(torch, attr)
-}
+_FINITE_CHUNK = 4 * 1024 * 1024  # bytes per slice of the NaN/Inf scan
+_FLOATS = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1}  # safetensors dtype -> bytes
+_TORCH_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "C64": torch.complex64,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U64": torch.uint64, "U32": torch.uint32, "U16": torch.uint16, "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -138,30 +123,6 @@ def verify_file(path: Path, expected: WeightFile, memo: HashMemo | None = None, 
     memo.remember(path, actual, checks)
 
 
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor of a safetensors file: dtype, shape and byte range in the data buffer."""
-
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    begin: int
-    end: int
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
-@dataclass(frozen=True)
-class SafetensorsHeader:
-    entries: dict[str, TensorEntry]
-    data_start: int  # file offset of the data buffer
-
-    @property
-    def elements(self) -> int:
-        return sum(e.numel for e in self.entries.values())
-
-
 def _unreadable(path: Path, why: str) -> WeightsError:
     return WeightsError(
         f"{path.name} is not a readable safetensors file: {why}",
@@ -169,113 +130,48 @@ def _unreadable(path: Path, why: str) -> WeightsError:
     )
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"duplicate tensor names in the header: {sorted({k for k in keys if keys.count(k) > 1})}")
-    return dict(pairs)
-
-
-def parse_header(path: Path, prefix: bytes, file_size: int) -> SafetensorsHeader:
-    """Parse and check a header (``prefix`` holds at least its first 8 + length bytes); allocates nothing else."""
-    if file_size < 8 or len(prefix) < 8:
-        raise _unreadable(path, f"only {file_size} bytes")
-    length = int.from_bytes(prefix[:8], "little")
-    if length > MAX_HEADER_BYTES or 8 + length > file_size:
-        raise _unreadable(path, f"header length {length} does not fit the file ({file_size} bytes)")
-    if len(prefix) < 8 + length:
-        raise _unreadable(path, "the header is cut short")
+@contextmanager
+def _open(path: Path) -> Iterator[Any]:
+    """``safe_open`` with its errors (bad header, offsets, dtypes, short file) as a :class:`WeightsError`."""
     try:
-        raw = json.loads(bytes(prefix[8 : 8 + length]).decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _unreadable(path, f"bad header: {exc}") from None
-    if not isinstance(raw, dict):
-        raise _unreadable(path, "the header is not a JSON object")
-    data_size = file_size - 8 - length
-    entries: dict[str, TensorEntry] = {}
-    for name, info in raw.items():
-        if name == "__metadata__":
-            continue
-        entries[name] = _entry(path, name, info, data_size)
-    cursor = 0
-    for name, entry in sorted(entries.items(), key=lambda item: (item[1].begin, item[1].end)):
-        if entry.begin != cursor:
-            raise _unreadable(path, f"tensor {name!r} starts at byte {entry.begin}, expected {cursor} (gap or overlap)")
-        cursor = entry.end
-    if cursor != data_size:
-        raise _unreadable(path, f"the tensors cover {cursor} of {data_size} data bytes (truncated?)")
-    return SafetensorsHeader(entries, 8 + length)
-
-
-def _entry(path: Path, name: str, info: Any, data_size: int) -> TensorEntry:
-    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-        raise _unreadable(path, f"tensor {name!r} needs exactly dtype, shape and data_offsets")
-    dtype = _DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
-    if dtype is None:
-        raise _unreadable(path, f"tensor {name!r} has unsupported dtype {info['dtype']!r}")
-    shape, offsets = info["shape"], info["data_offsets"]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise _unreadable(path, f"tensor {name!r} has a bad shape {shape!r}")
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-        or not 0 <= offsets[0] <= offsets[1] <= data_size
-    ):
-        raise _unreadable(path, f"tensor {name!r} has bad data_offsets {offsets!r}")
-    entry = TensorEntry(dtype, tuple(shape), offsets[0], offsets[1])
-    if entry.numel * dtype.itemsize != entry.end - entry.begin:
-        raise _unreadable(path, f"tensor {name!r}: {list(shape)} {info['dtype']} does not fill bytes {offsets}")
-    return entry
-
-
-def _read_exactly(handle: BinaryIO, into: memoryview, path: Path) -> None:
-    done = 0
-    while done < len(into):
-        got = handle.readinto(into[done:])
-        if not got:
-            raise _unreadable(path, f"the file ended after {done} of {len(into)} bytes (changed while reading?)")
-        done += got
-
-
-def read_header(path: Path) -> SafetensorsHeader:
-    """The header alone: a bounded read, no tensor data."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            prefix = handle.read(8)
-            if len(prefix) == 8:
-                prefix += handle.read(min(int.from_bytes(prefix, "little"), MAX_HEADER_BYTES))
-    except OSError as exc:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            yield handle
+    except (SafetensorError, OSError, ValueError) as exc:
         raise _unreadable(path, str(exc)) from None
-    return parse_header(path, prefix, size)
+
+
+def read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{name: (safetensors dtype, shape)}`` from the header alone: no tensor data is read."""
+    with _open(path) as handle:
+        return {
+            key: (piece.get_dtype(), tuple(piece.get_shape()))
+            for key in handle.keys()  # noqa: SIM118 - safe_open handles are not mappings
+            for piece in [handle.get_slice(key)]
+        }
 
 
 def header_elements(paths: Iterable[Path]) -> int:
     """How many values the files hold, from their headers: the most parameters a model may have to match them."""
-    return sum(read_header(path).elements for path in paths)
+    return sum(math.prod(shape) for path in paths for _, shape in read_header(path).values())
 
 
 def check_finite(path: Path, name: str | None = None) -> None:
-    """Refuse a file whose floating tensors hold NaN or Inf, reading it in bounded chunks."""
-    header = read_header(path)
-    scratch = torch.empty(_FINITE_CHUNK, dtype=torch.uint8)
+    """Refuse a file whose floating tensors hold NaN or Inf, reading slices of about 4 MiB at a time."""
     bad: list[str] = []
-    with open(path, "rb") as handle:
-        for key, entry in header.entries.items():
-            if not (entry.dtype.is_floating_point or entry.dtype.is_complex):
+    with _open(path) as handle:
+        for key in handle.keys():  # noqa: SIM118
+            piece = handle.get_slice(key)
+            dtype, shape = piece.get_dtype(), piece.get_shape()
+            if dtype not in _FLOATS:
                 continue
-            step = _FINITE_CHUNK - _FINITE_CHUNK % entry.dtype.itemsize
-            handle.seek(header.data_start + entry.begin)
-            for offset in range(entry.begin, entry.end, step):
-                n = min(step, entry.end - offset)
-                _read_exactly(handle, memoryview(scratch.numpy())[:n], path)
-                values = scratch[:n].view(entry.dtype)
-                if entry.dtype.itemsize == 1:  # float8: no isfinite kernel
-                    values = values.float()
-                if not bool(torch.isfinite(values).all()):
-                    bad.append(key)
-                    break
+            if not shape:
+                chunks: Iterable[torch.Tensor] = [handle.get_tensor(key)]
+            else:
+                rows = max(1, _FINITE_CHUNK // max(1, math.prod(shape[1:]) * _FLOATS[dtype]))
+                chunks = (piece[i : i + rows] for i in range(0, shape[0], rows))
+            # float8 has no isfinite kernel: widen it
+            if not all(bool(torch.isfinite(c.float() if _FLOATS[dtype] == 1 else c).all()) for c in chunks):
+                bad.append(key)
     if bad:
         shown = ", ".join(repr(k) for k in bad[:_SHOW]) + (f" and {len(bad) - _SHOW} more" if len(bad) > _SHOW else "")
         raise WeightsError(
@@ -318,23 +214,43 @@ def shard_paths(folder: Path, spec: WeightsSpec, trusted_root: Path | None = Non
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of one file, read into one private buffer (views into it; no mapping of the file)."""
+    """Every tensor of one file, read into one buffer of the process's own memory (nothing stays mapped).
+
+    The ``safetensors`` package validates the file first (:func:`read_header`); the tensors are then
+    views into a plain read of it, which must have the layout that was validated (else the file
+    changed in between). One copy, no mapping: peak memory is the file's size, not twice it.
+    """
+    layout = read_header(path)
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             buffer = torch.empty(size, dtype=torch.uint8)
-            _read_exactly(handle, memoryview(buffer.numpy()), path)
+            view = memoryview(buffer.numpy())
+            done = 0
+            while done < size and (got := handle.readinto(view[done:])):
+                done += got
     except OSError as exc:
         raise _unreadable(path, str(exc)) from None
-    header = parse_header(path, memoryview(buffer.numpy())[: 8 + MAX_HEADER_BYTES], size)
+    changed = _unreadable(path, "it changed while it was read; run the command again")
+    length = int.from_bytes(view[:8], "little") if done == size >= 8 else -1
+    try:
+        header = json.loads(bytes(view[8 : 8 + length])) if 0 < length <= size - 8 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise changed
     tensors = {}
-    for key, entry in header.entries.items():
-        raw = buffer[header.data_start + entry.begin : header.data_start + entry.end]
-        if (header.data_start + entry.begin) % entry.dtype.itemsize:  # unaligned for its dtype: copy (rare)
-            aligned = torch.empty(entry.numel, dtype=entry.dtype)
-            aligned.view(torch.uint8).copy_(raw)
-            raw = aligned
-        tensors[key] = raw.view(entry.dtype).reshape(entry.shape)
+    for key, (name, shape) in layout.items():
+        info, dtype = header.get(key), _TORCH_DTYPES[name]
+        if not isinstance(info, dict) or info.get("dtype") != name or tuple(info.get("shape", ())) != shape:
+            raise changed
+        begin, end = (8 + length + offset for offset in info["data_offsets"])
+        if end - begin != math.prod(shape) * dtype.itemsize or end > size:
+            raise changed
+        raw = buffer[begin:end]
+        if begin % dtype.itemsize:  # the format does not align tensors; views need alignment: copy (rare)
+            raw = raw.clone()
+        tensors[key] = raw.view(dtype).reshape(shape)
     return tensors
 
 
