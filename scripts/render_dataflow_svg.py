@@ -47,7 +47,7 @@ STAGES = [
         "weights",
         "#e9f6ec",
         "#2e7d32",
-        ["size + sha256 checked,", "safetensors mmapped,", "keys/shapes diffed,", "assigned (no copy)"],
+        ["size + sha256 checked,", "safetensors read once,", "keys/shapes diffed,", "assigned (no copy)"],
     ),
     (
         "task",
