@@ -29,7 +29,7 @@ def test_unknown_component_of_missing_plugin_says_what_to_install() -> None:
         assemble(parse_manifest(data))
     text = str(info.value)
     assert "components.encoder" in text
-    assert "pip install biozoo-scgpt_missing" in text
+    assert "pip install biozoo-scgpt_missing" in text  # not installed: installing is the fix
 
 
 def test_unknown_component_of_installed_plugin_suggests_names() -> None:

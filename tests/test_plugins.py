@@ -395,3 +395,39 @@ def test_three_plugins_claiming_a_processor_name_are_all_listed(fake_plugins: Fa
     kernel = [r for r in rows if r["name"] == "good-kernel"]
     assert {r["plugin"] for r in kernel} == {"one", "two", "twin"}
     assert all("unusable until one is removed" in r["conflict"] for r in kernel)
+
+
+def test_the_fix_for_an_unusable_plugin_depends_on_why(fake_plugins: FakePlugins, monkeypatch) -> None:
+    """'install it' helps only a plugin that is not installed; disabled, incompatible and broken ones need else."""
+    from biozoo.registry import reset_registry
+
+    fake_plugins.add("good", GOOD)
+    fake_plugins.add("future", GOOD.replace("good.", "future."), requires="biozoo>=99")
+    fake_plugins.add("broken", "import this_module_does_not_exist\n")
+    monkeypatch.setenv("BIOZOO_DISABLE_PLUGINS", "good")
+    reset_registry()
+    registry = get_registry()
+    fixes = {name: registry.plugin_fix(name) for name in ("good", "future", "broken", "absent")}
+    assert "BIOZOO_DISABLE_PLUGINS" in fixes["good"] and "pip install" not in fixes["good"]
+    assert "upgrade" in fixes["future"] and "pip install" not in fixes["future"]
+    assert "zoo plugins" in fixes["broken"] and "pip install" not in fixes["broken"]
+    assert "pip install biozoo-absent" in fixes["absent"]
+    with pytest.raises(UnknownNameError) as info:
+        registry.component_decl("good.head")
+    assert "disabled" in info.value.message and "BIOZOO_DISABLE_PLUGINS" in (info.value.hint or "")
+
+
+def test_an_unknown_converter_does_not_invent_a_package_to_install() -> None:
+    with pytest.raises(UnknownNameError) as info:
+        get_registry().converter("nosuch")
+    assert "pip install" not in str(info.value) and "zoo list --kind converters" in (info.value.hint or "")
+
+
+def test_a_plugin_filter_naming_nothing_installed_is_said_not_silent() -> None:
+    env = {**os.environ, "BIOZOO_PLUGINS": "nosuch"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "biozoo.cli.app", "list", "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0
+    assert "warning: BIOZOO_PLUGINS names 'nosuch', which is not installed" in proc.stderr
+    json.loads(proc.stdout)  # the machine-readable output stays clean

@@ -30,7 +30,7 @@ from biozoo.plugins.declarations import (
     TaskDecl,
     resolve_target,
 )
-from biozoo.plugins.loader import PluginStatus, discover, strict_mode
+from biozoo.plugins.loader import DISABLED, INCOMPATIBLE, PluginStatus, discover, strict_mode
 
 T = TypeVar("T")
 CORE = "core"
@@ -208,10 +208,40 @@ class Registry:
         """Why a plugin's names cannot be used, or None when it is healthy."""
         status = self.plugins.get(plugin)
         if status is None:
-            return f"plugin {plugin!r} is not installed (pip install biozoo-{plugin})"
+            return f"plugin {plugin!r} is not installed"
         if not status.healthy:
             return f"plugin {plugin!r} is {status.status}: {status.reason}"
         return None
+
+    def plugin_fix(self, plugin: str) -> str:
+        """What to do about :meth:`plugin_problem`: installing helps only a plugin that is not installed."""
+        status = self.plugins.get(plugin)
+        if status is None:
+            return f"install it (the convention is `pip install biozoo-{plugin}`), then check `zoo plugins`"
+        if status.status == DISABLED:
+            return (
+                f"it is turned off by the environment: add {plugin} to BIOZOO_PLUGINS or remove it from "
+                "BIOZOO_DISABLE_PLUGINS (or unset both)"
+            )
+        if status.status == INCOMPATIBLE:
+            return f"upgrade {status.distribution} or install a biozoo in its range ({status.core_range})"
+        return f"`zoo plugins` shows why; reinstall {status.distribution} or report it to its authors"
+
+    def environment_warnings(self) -> list[str]:
+        """Settings that silently change what loads: a BIOZOO_PLUGINS / BIOZOO_DISABLE_PLUGINS name nobody has."""
+        import os
+
+        installed = set(self.plugins)
+        warnings = []
+        for variable in ("BIOZOO_PLUGINS", "BIOZOO_DISABLE_PLUGINS"):
+            names = {n.strip() for n in os.environ.get(variable, "").split(",") if n.strip()}
+            unknown = sorted(names - installed)
+            if unknown:
+                warnings.append(
+                    f"{variable} names {', '.join(map(repr, unknown))}, which "
+                    f"{'is' if len(unknown) == 1 else 'are'} not installed (installed: {', '.join(sorted(installed))})"
+                )
+        return warnings
 
     # -- models ----------------------------------------------------------------
 
@@ -249,7 +279,7 @@ class Registry:
             plugin = name.split(".", 1)[0]
             problem = self.plugin_problem(plugin)
             if problem:
-                raise UnknownNameError(f"component {name!r} is not available: {problem}", _install_hint(plugin))
+                raise UnknownNameError(f"component {name!r} is not available: {problem}", self.plugin_fix(plugin))
             close = difflib.get_close_matches(name, self.components.names(), n=3)
             raise UnknownNameError(
                 f"plugin {plugin!r} has no component {name!r}",
@@ -328,10 +358,13 @@ class Registry:
     def converter(self, name: str) -> Any:
         claim = self.converters.get(name)
         if claim is None:
-            problem = self.plugin_problem(name)  # converters are named after their plugin by convention
+            # converters are named after their plugin by convention: an installed but unusable one says why
+            problem = self.plugin_problem(name) if name in self.plugins else None
             raise UnknownNameError(
                 f"no converter named {name!r}" + (f" ({problem})" if problem else ""),
-                f"available: {', '.join(self.converters.names()) or 'none'}",
+                self.plugin_fix(name)
+                if problem
+                else f"available: {', '.join(self.converters.names()) or 'none'} (`zoo list --kind converters`)",
             )
         return resolve_target(claim.value.target)
 
@@ -368,10 +401,6 @@ class Registry:
             f"{folder} has no {MANIFEST_NAME}, and no installed plugin recognises it as another model format",
             f"formats loadable as they are: {known}. Otherwise convert it (`zoo convert`) or write a manifest",
         )
-
-
-def _install_hint(plugin: str) -> str:
-    return f"install it with `pip install biozoo-{plugin}`, then check `zoo plugins`"
 
 
 def _manifest_files(path: Path) -> list[Path]:

@@ -84,6 +84,7 @@ def list_cmd(
     from biozoo import api
     from biozoo.registry import get_registry
 
+    _warn_environment()
     if kind is Kind.models:
         rows = api.list_models(pattern)
         if as_json:
@@ -123,6 +124,14 @@ def list_cmd(
     for row in rows:
         table.add_row(*(escape(str(row[c])) for c in columns))
     out.print(table)
+
+
+def _warn_environment() -> None:
+    """Say on stderr when an environment variable silently hides plugins (e.g. a misspelt BIOZOO_PLUGINS)."""
+    from biozoo.registry import get_registry
+
+    for warning in get_registry().environment_warnings():
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def _availability_style(value: str) -> str:
@@ -200,6 +209,7 @@ def plugins_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     from biozoo.registry import get_registry
 
     registry = get_registry()
+    _warn_environment()
     statuses = list(registry.plugins.values())
     warnings = {s.name: registry.plugin_warnings(s.name) for s in statuses}  # names another plugin claims too
     if as_json:
