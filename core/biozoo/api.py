@@ -138,7 +138,7 @@ def _trusted(folder: Path) -> Path | None:
 def load(
     source: str | Path,
     *,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     processor: str | None = None,
     verify_hashes: bool = True,
@@ -152,6 +152,7 @@ def load(
     from biozoo.weights import header_elements, load_into, read_state_dict, shard_paths, verify_file
 
     start = time.perf_counter()
+    torch_dtype, device = parse_dtype(dtype), parse_device(device)  # bad settings fail before any download
     located, origin = resolve(source)
     manifest = located.manifest
     if manifest.weights is None:
@@ -160,7 +161,6 @@ def load(
             f"{manifest.id} has no weights yet: they must be converted from the official files",
             conv.instructions or f"zoo convert {conv.converter} DIR -o OUT" if conv else "see `zoo info`",
         )
-    torch_dtype = parse_dtype(dtype)
     folder, files_origin = _weights_root(located)
     memo = HashMemo()
     report = LoadReport(manifest.id, origin)
@@ -213,6 +213,39 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         return names[dtype]
     except KeyError:
         raise ManifestError(f"unknown dtype {dtype!r}", f"use one of {', '.join(names)}") from None
+
+
+def parse_device(device: str | torch.device | None) -> torch.device | None:
+    """A device this torch can use, or a clear error naming ``--device`` (checked before anything is loaded)."""
+    import torch
+
+    from biozoo.errors import BiozooError
+
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise BiozooError(
+            f"unknown device {device!r}", "use --device cpu, cuda, cuda:N or mps (device= in Python)"
+        ) from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise BiozooError(
+                f"--device {device}: {why} (torch {torch.__version__})",
+                "use --device cpu, or install a CUDA build of torch on a machine with a GPU",
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise BiozooError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible",
+                "use --device cuda:0 .. cuda:N-1, or check CUDA_VISIBLE_DEVICES",
+            )
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise BiozooError(f"--device {device}: MPS is not available here", "use --device cpu")
+    elif parsed.type not in {"cpu", "cuda", "mps"}:
+        raise BiozooError(f"device {device!r} is not supported", "use --device cpu, cuda, cuda:N or mps")
+    return parsed
 
 
 def explain_model(source: str | Path, *, processor: str | None = None) -> list[dict[str, str]]:
