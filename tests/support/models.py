@@ -68,3 +68,11 @@ def write_model(
         manifest["weights"]["files"] = [{"path": "model.safetensors", "sha256": sha256(weights)}]
     (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     return folder
+
+
+def with_nan_weights(model: torch.nn.Module, submodule: str) -> torch.nn.Module:
+    """A copy of ``model`` whose first parameter under ``submodule`` is NaN (what a corrupted weights file gives)."""
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        next(iter(broken.get_submodule(submodule).parameters())).fill_(float("nan"))
+    return broken

@@ -396,18 +396,33 @@ def embed_cmd(
     overwrite: Overwrite = False,
 ) -> None:
     """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed) in uns."""
-    from biozoo.utils.atomic import staged_output
-
-    _check_h5ad_paths(source, output)
-    with staged_output(output, overwrite=overwrite, needed=source.stat().st_size) as stage:
-        loaded, embed = _task("embed", model, device, processor)
-        result = embed(loaded, source, stage, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed)
+    options = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed}
+    result = _cells_task("embed", model, source, output, overwrite, device, processor, options)
     out.print(
         f"[bold green]embedded[/] {result['cells']} cells ({result['dims']} dims) -> {escape(str(output))} "
         f"{escape(result['key'])}",
         soft_wrap=True,
     )
     _print_steps(result)
+
+
+def _cells_task(
+    task: str,
+    model: str,
+    source: Path,
+    output: Path,
+    overwrite: bool,
+    device: str | None,
+    processor: str | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Check the paths, then run ``task`` on the cells of ``source`` into a staged ``output`` (published on success)."""
+    from biozoo.utils.atomic import staged_output
+
+    _check_h5ad_paths(source, output)
+    with staged_output(output, overwrite=overwrite, needed=source.stat().st_size) as stage:
+        loaded, run = _task(task, model, device, processor)
+        return run(loaded, source, stage, **options)
 
 
 def _print_steps(result: dict[str, Any]) -> None:
@@ -429,12 +444,8 @@ def annotate_cmd(
     overwrite: Overwrite = False,
 ) -> None:
     """Predicted cell type and its confidence into obs (<model>_label, <model>_confidence)."""
-    from biozoo.utils.atomic import staged_output
-
-    _check_h5ad_paths(source, output)
-    with staged_output(output, overwrite=overwrite, needed=source.stat().st_size) as stage:
-        loaded, annotate = _task("annotate", model, device, processor)
-        result = annotate(loaded, source, stage, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed)
+    options = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed}
+    result = _cells_task("annotate", model, source, output, overwrite, device, processor, options)
     out.print(
         f"[bold green]annotated[/] {result['cells']} cells -> {escape(str(output))} "
         f"{escape(result.get('key', ''))} (mean confidence {result['mean_confidence']:.2f})",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ from biozoo.errors import BiozooError, InvalidArgumentError, ManifestError, Mode
 from biozoo_autoregressive import tasks
 from biozoo_autoregressive.cells import CellContract
 from tests.support.cli import zoo
+from tests.support.models import with_nan_weights
 
 ROOT = Path(__file__).resolve().parents[3]
 CELLS = ROOT / "examples" / "pbmc68k_test.h5ad"
@@ -119,17 +119,8 @@ def test_generate_options_are_checked_in_python_too(tmp_path: Path, model) -> No
     assert not (tmp_path / "g.h5ad").exists()
 
 
-def _broken(model: torch.nn.Module) -> torch.nn.Module:
-    broken = copy.deepcopy(model)
-    for param in broken.parameters():  # the loaded weights are a read-only file mapping
-        param.data = param.data.clone()
-    with torch.no_grad():
-        next(iter(broken.encoder.parameters())).fill_(float("nan"))
-    return broken
-
-
 def test_nan_outputs_are_refused_and_nothing_is_written(tmp_path: Path, model) -> None:
-    broken = _broken(model)
+    broken = with_nan_weights(model, 'encoder')
     out = tmp_path / "out.h5ad"
     with pytest.raises(ModelOutputError, match="produced NaN or infinite cell embeddings") as info:
         tasks.embed(broken, CELLS, out, progress=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ from biozoo.errors import InvalidArgumentError, ManifestError, ModelOutputError
 from biozoo.singlecell.errors import DataError
 from biozoo_scgpt import tasks
 from tests.support.cli import zoo
+from tests.support.models import with_nan_weights
 
 ROOT = Path(__file__).resolve().parents[3]
 CELLS = ROOT / "examples" / "pbmc68k_test.h5ad"
@@ -169,19 +169,9 @@ def test_zero_cells_are_refused_up_front(tmp_path: Path, cells, command: str) ->
     assert not out.exists()
 
 
-def _broken(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` whose first transformer layer's weights are NaN (what a corrupted file gives)."""
-    broken = copy.deepcopy(model)
-    for param in broken.parameters():  # the loaded weights are a read-only file mapping
-        param.data = param.data.clone()
-    with torch.no_grad():
-        next(iter(broken.transformer_encoder.parameters())).fill_(float("nan"))
-    return broken
-
-
 def test_nan_outputs_are_refused_and_nothing_is_written(tmp_path: Path, model) -> None:
     """NaN weights used to label every cell with the first class and exit 0."""
-    broken = _broken(model)
+    broken = with_nan_weights(model, 'transformer_encoder')
     for task in (tasks.annotate, tasks.embed):
         out = tmp_path / f"{task.__name__}.h5ad"
         with pytest.raises(ModelOutputError, match="scgpt/cls produced NaN or infinite") as info:
