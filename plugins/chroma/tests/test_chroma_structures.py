@@ -328,3 +328,27 @@ def test_bad_xcs_tensors_are_clear_errors() -> None:
         Protein.from_XCS(X, C, S, chain_ids=["A", "B"])
     with pytest.raises(StructureError, match="a file path or three tensors"):
         Protein(X, C)
+
+
+GOLDEN = Path(__file__).parent / "golden" / "chroma_structures.safetensors"
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["1ahsA", "2xdgA", "3e8mA", "4E43"])
+@pytest.mark.parametrize("kind", ["bb", "all"])
+def test_xcs_equals_the_reference(name: str, kind: str) -> None:
+    """X, C and S equal generate-chroma 1.0.0's own to_XCS, bit for bit (golden/PROVENANCE.md)."""
+    from safetensors.torch import load_file
+
+    golden = load_file(GOLDEN)
+    ref_x, ref_c, ref_s = (golden[f"{name}.{kind}.{t}"] for t in "XCS")
+    path = DATA / ("4E43.pdb" if name == "4E43" else f"dssp/{name}.pdb.gz")
+    X, C, S = Protein(path).to_XCS(all_atom=kind == "all")
+    n = C.shape[1]
+    # the reference keeps the water/ligand groups after TER as extra chains with no structure; biozoo drops them
+    extra = ref_c[0, n:]
+    assert torch.all(extra < 0) and torch.all(ref_s[0, n:] == 0) and torch.all(ref_x[0, n:] == 0)
+    assert torch.all(extra.abs() > C.abs().max())
+    assert (len(extra) > 0) == (name == "4E43")
+    assert torch.equal(C, ref_c[:, :n]) and torch.equal(S, ref_s[:, :n])
+    assert torch.equal(X, ref_x[:, :n])
