@@ -256,14 +256,10 @@ class Protein:
         import torch
 
         width = NUM_ATOMS_ALL if all_atom else len(ATOMS_BB)
-        if all_atom:
-            needed = np.array([[j < len(RESIDUE_ATOMS[name]) for j in range(NUM_ATOMS_ALL)] for name in self._names])
-            complete = (self._has | ~needed.reshape(-1, NUM_ATOMS_ALL)).all(axis=1)
-        else:
-            complete = self.observed
-        x = np.where(complete[:, None, None], self._xyz[:, :width], 0.0)
-        if all_atom:
-            x = np.where(needed.reshape(-1, NUM_ATOMS_ALL)[:, :, None], x, 0.0)
+        # the slots each residue's type has (4 + its side chain); the rest of a 14-slot row stays zero
+        needed = np.arange(width)[None, :] < np.array([len(RESIDUE_ATOMS[name]) for name in self._names])[:, None]
+        complete = (self._has[:, :width] | ~needed).all(axis=1)
+        x = np.where((complete[:, None] & needed)[:, :, None], self._xyz[:, :width], 0.0)
         c = np.where(complete, self._chain + 1, -(self._chain + 1))
         s = np.array([_INDEX_3[name] for name in self._names], dtype=np.int64)
         out = (
