@@ -655,11 +655,11 @@ def test_read_h5ad_leaves_duplicate_genes_to_our_own_error(tmp_path):
     """anndata's "Variable names are not unique" warning does not come before our error that names the fix."""
     import warnings
 
-    from biozoo.singlecell.anndata_io import read_h5ad, validate_expression
+    from biozoo.singlecell.anndata_io import read_h5ad, validate_expression, write_h5ad_atomic
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _adata(np.ones((2, 3), dtype=np.float32), genes=["A", "B", "A"]).write_h5ad(tmp_path / "dup.h5ad")
+        write_h5ad_atomic(_adata(np.ones((2, 3), dtype=np.float32), genes=["A", "B", "A"]), tmp_path / "dup.h5ad")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         adata = read_h5ad(tmp_path / "dup.h5ad")

@@ -93,6 +93,9 @@ def read_h5ad(path: Path | str) -> AnnData:
         with warnings.catch_warnings():
             # validate_expression names duplicate genes with a fix; anndata's warning would come first and say less
             warnings.filterwarnings("ignore", message="Variable names are not unique", category=UserWarning)
+            # anndata's own use of deprecated pandas/numpy options (pandas 3 warns about them): not the user's to fix
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(anndata|pandas)(\.|$)")
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"(anndata|pandas)(\.|$)")
             return anndata.read_h5ad(path)
     except Exception as exc:
         raise DataError(

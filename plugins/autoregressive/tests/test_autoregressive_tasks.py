@@ -15,6 +15,7 @@ from scipy import sparse
 
 import biozoo
 from biozoo.errors import BiozooError, InvalidArgumentError, ManifestError, ModelOutputError
+from biozoo.singlecell.anndata_io import write_h5ad_atomic
 from biozoo_autoregressive import tasks
 from biozoo_autoregressive.cells import CellContract
 from tests.support.cli import zoo
@@ -94,14 +95,14 @@ def test_bad_requests_are_named_and_leave_no_output(tmp_path: Path, model) -> No
     x[1] = 0
     empty = ad.AnnData(sparse.csr_matrix(x), obs=cells.obs, var=cells.var)
     source = tmp_path / "empty.h5ad"
-    empty.write_h5ad(source)
+    write_h5ad_atomic(empty, source)
     proc = zoo("embed", MODEL, str(source), "-o", str(out))
     assert proc.returncode == 1 and "express no gene" in proc.stderr and not out.exists()
     unknown = ad.AnnData(cells.X, obs=cells.obs, var=cells.var.set_axis([f"X{i}" for i in range(cells.n_vars)]))
-    unknown.write_h5ad(source)
+    write_h5ad_atomic(unknown, source)
     proc = zoo("embed", MODEL, str(source), "-o", str(out))
     assert proc.returncode == 1 and "in the model's vocabulary" in proc.stderr
-    cells[:0].copy().write_h5ad(source)
+    write_h5ad_atomic(cells[:0].copy(), source)
     proc = zoo("embed", MODEL, str(source), "-o", str(out))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "has 0 cells (0 x 765); nothing to embed" in proc.stderr.replace("\n", " ") and not out.exists()

@@ -15,6 +15,7 @@ from scipy import sparse
 
 import biozoo
 from biozoo.errors import InvalidArgumentError, ManifestError, ModelOutputError
+from biozoo.singlecell.anndata_io import write_h5ad_atomic
 from biozoo.singlecell.errors import DataError
 from biozoo_scgpt import tasks
 from tests.support.cli import zoo
@@ -149,7 +150,7 @@ def _bad(cells: ad.AnnData, kind: str) -> ad.AnnData:
 )
 def test_bad_inputs_are_refused_and_leave_no_output(tmp_path: Path, cells, kind: str, words: str) -> None:
     source = tmp_path / "bad.h5ad"
-    _bad(cells, kind).write_h5ad(source)
+    write_h5ad_atomic(_bad(cells, kind), source)
     out = tmp_path / "out.h5ad"
     proc = zoo("annotate", "scgpt/cls", str(source), "-o", str(out))
     assert proc.returncode == 1
@@ -161,7 +162,7 @@ def test_bad_inputs_are_refused_and_leave_no_output(tmp_path: Path, cells, kind:
 @pytest.mark.parametrize("command", ["embed", "annotate"])
 def test_zero_cells_are_refused_up_front(tmp_path: Path, cells, command: str) -> None:
     source = tmp_path / "none.h5ad"
-    cells[:0].copy().write_h5ad(source)
+    write_h5ad_atomic(cells[:0].copy(), source)
     out = tmp_path / "out.h5ad"
     proc = zoo(command, "scgpt/cls", str(source), "-o", str(out))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -222,7 +223,7 @@ def test_finetune_options_are_checked_before_reading_data(tmp_path: Path, model)
             finetune(model, missing, tmp_path / "out", label_column="bulk_labels", progress=False, **options)
         assert flag in info.value.hint, options
     none = tmp_path / "none.h5ad"
-    ad.read_h5ad(CELLS)[:0].copy().write_h5ad(none)
+    write_h5ad_atomic(ad.read_h5ad(CELLS)[:0].copy(), none)
     with pytest.raises(DataError, match=r"has 0 cells \(0 x 765\); nothing to train on"):  # was an IndexError
         finetune(model, none, tmp_path / "out", label_column="bulk_labels", progress=False)
     assert not (tmp_path / "out").exists()
