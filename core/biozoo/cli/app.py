@@ -119,11 +119,9 @@ def list_cmd(
     if as_json:
         _print_json(rows)
         return
-    columns += ("conflict",) if any(r["conflict"] for r in rows) else ()
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*(escape(str(row[c])) for c in columns))
-    out.print(table)
+    if any(r["conflict"] for r in rows):
+        columns = (*columns[:-1], "conflict", columns[-1])
+    _print_rows(columns, [tuple(str(row[c]) for c in columns) for row in rows])
 
 
 def _warn_environment() -> None:
@@ -215,13 +213,25 @@ def plugins_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     if as_json:
         _print_json([{**s.to_json(), "warnings": warnings[s.name]} for s in statuses])
         return
-    table = Table("plugin", "distribution", "version", "core range", "status", "reason")
-    for s in statuses:
-        colour = {"ok": "green", "disabled": "yellow"}.get(s.status, "red")
-        reason = "; ".join(([s.reason] if s.reason else []) + [f"warning: {w}" for w in warnings[s.name]])
-        status = f"[{colour}]{s.status}[/]"
-        table.add_row(s.name, s.distribution, s.version, s.core_range or "-", status, escape(reason))
-    out.print(table)
+    rows = [
+        (
+            s.name,
+            s.distribution,
+            s.version,
+            s.core_range or "-",
+            s.status,
+            "; ".join(([s.reason] if s.reason else []) + [f"warning: {w}" for w in warnings[s.name]]),
+        )
+        for s in statuses
+    ]
+    colour = {"ok": "green", "disabled": "yellow"}
+    _print_rows(
+        ("plugin", "distribution", "version", "core range", "status", "reason"),
+        rows,
+        style={4: lambda status: colour.get(status, "red")},
+        min_last=30,
+        shorten_last=False,
+    )
 
 
 @app.command("info")
