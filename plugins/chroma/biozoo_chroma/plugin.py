@@ -6,9 +6,22 @@ not a registry component; the model components, tasks and converter are declared
 
 from __future__ import annotations
 
-from biozoo.plugins import ComponentDecl, hookimpl
+from biozoo.plugins import ComponentDecl, ComponentKind, hookimpl
 
 
 @hookimpl
 def biozoo_components() -> list[ComponentDecl]:
-    return []
+    return [
+        ComponentDecl(
+            "chroma.feature_graph",
+            ComponentKind.ENCODER,
+            "biozoo_chroma.graph.feature_graph:ProteinFeatureGraph",
+            "backbone X, chain map C -> kNN/random_log graph with node and edge features (centering buffers)",
+        ),
+        ComponentDecl(
+            "chroma.graph_nn",
+            ComponentKind.ENCODER,
+            "biozoo_chroma.graph.gnn:GraphNN",
+            "message passing with node and edge updates over a protein graph; one-node step mode",
+        ),
+    ]
