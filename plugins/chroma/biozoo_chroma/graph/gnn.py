@@ -252,10 +252,10 @@ class GraphNN(Component):
             if self.skip_connect_input:
                 node_h, edge_h = node_h + node_init, edge_h + edge_init
             if self.checkpoint_gradients and torch.is_grad_enabled():
-                node_h, edge_h = checkpoint(layer, node_h, edge_h, edge_idx, mask_i, mask_ij, use_reentrant=False)
+                node_h, new_edge_h = checkpoint(layer, node_h, edge_h, edge_idx, mask_i, mask_ij, use_reentrant=False)
             else:
                 node_h, new_edge_h = layer(node_h, edge_h, edge_idx, mask_i, mask_ij)
-                edge_h = new_edge_h if new_edge_h is not None else edge_h
+            edge_h = new_edge_h if new_edge_h is not None else edge_h
             if self.skip_connect_input:
                 node_h, edge_h = node_h - node_init, edge_h - edge_init
             if keep_i is not None:
