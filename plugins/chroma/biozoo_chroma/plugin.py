@@ -24,4 +24,10 @@ def biozoo_components() -> list[ComponentDecl]:
             "biozoo_chroma.graph.gnn:GraphNN",
             "message passing with node and edge updates over a protein graph; one-node step mode",
         ),
+        ComponentDecl(
+            "chroma.backbone",
+            ComponentKind.ARCHITECTURE,
+            "biozoo_chroma.backbone.model:ChromaBackbone",
+            "Chroma's backbone diffusion model (config: the reference's init_kwargs): denoise(X, C, t), sample()",
+        ),
     ]

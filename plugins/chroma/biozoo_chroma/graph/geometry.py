@@ -124,3 +124,51 @@ def chain_average(h: torch.Tensor, C: torch.Tensor, eps: float = 1e-5) -> torch.
     """
     same = ((C.unsqueeze(2) == C.unsqueeze(1)) & (C > 0).unsqueeze(1)).to(h.dtype)
     return (same @ h) / (same.sum(-1, keepdim=True) + eps)
+
+
+def rotations_from_quaternions(q: torch.Tensor, normalize: bool = False, eps: float = 1e-3) -> torch.Tensor:
+    """Rotation matrices ``[..., 3, 3]`` of quaternions ``[..., 4]`` ordered ``[w, x, y, z]``.
+
+    With ``normalize`` the quaternion is first smoothed to unit length (``q / sqrt(|q|^2 + eps)``), which is how
+    the denoiser turns unconstrained network outputs into rotations.
+    """
+    if normalize:
+        q = normed_vec(q, eps)
+    a, b, c, d = q.unbind(-1)
+    a2, b2, c2, d2 = a**2, b**2, c**2, d**2
+    R = torch.stack(
+        [
+            a2 + b2 - c2 - d2,
+            2 * b * c - 2 * a * d,
+            2 * b * d + 2 * a * c,
+            2 * b * c + 2 * a * d,
+            a2 - b2 + c2 - d2,
+            2 * c * d - 2 * a * b,
+            2 * b * d - 2 * a * c,
+            2 * c * d + 2 * a * b,
+            a2 - b2 - c2 + d2,
+        ],
+        -1,
+    )
+    return R.reshape(*q.shape[:-1], 3, 3)
+
+
+def extend_atoms(
+    X_1: torch.Tensor,
+    X_2: torch.Tensor,
+    X_3: torch.Tensor,
+    lengths: torch.Tensor,
+    angles: torch.Tensor,
+    dihedrals: torch.Tensor,
+    eps: float = 1e-3,
+) -> torch.Tensor:
+    """Place atom 4 from atoms 1-3 and internal coordinates (radians): bond 3-4, angle 2-3-4, dihedral 1-2-3-4."""
+    n_1 = normed_vec(X_2 - X_3, eps)
+    n_2 = normed_cross(n_1, X_2 - X_1, eps)
+    n_3 = normed_cross(n_1, n_2, eps)
+    lengths, angles, dihedrals = lengths.unsqueeze(-1), angles.unsqueeze(-1), dihedrals.unsqueeze(-1)
+    return X_3 + lengths * (
+        torch.cos(angles) * n_1
+        + (torch.sin(angles) * torch.sin(dihedrals)) * n_2
+        + (torch.sin(angles) * torch.cos(dihedrals)) * n_3
+    )

@@ -4,9 +4,11 @@ The module trees mirror the reference's, so almost every key is kept as is (unde
 ``encoders.0.feature_graph.`` or ``decoder.gnn.``). Two kinds of keys differ:
 
 * ``*.node_norm_layer.weights`` / ``*.edge_norm_layer.weights`` become ``.weight`` (the LayerNorm convention);
-* ``*.frame_builder._t_atom`` / ``*.frame_builder._R_atom`` inside ``random_fourier_2mer`` layers are constant
-  tables (ideal backbone fragment, identity) that the features never read; they are checked to hold those
-  constants and dropped.
+* ``*.frame_builder._t_atom`` / ``*.frame_builder._R_atom`` (inside ``random_fourier_2mer`` layers and the
+  backbone model's ``backbone_updates.{c}``) are constant tables (ideal backbone fragment, identity), and the
+  backbone model's ``*.rmsd.R_to_F`` (under ``noise_perturb.`` and ``loss_diffusion.``) the constant map from
+  a 3x3 cross-covariance to Kabsch's 4x4 quaternion matrix; they are checked to hold those constants and
+  dropped (the code holds them as constants).
 
 A converter applies :func:`convert_reference_state_dict` and then loads with ``strict=True``, so any other
 difference is an error instead of the reference's silent ``strict=False``.
@@ -18,6 +20,8 @@ from collections.abc import Mapping
 
 import torch
 
+from biozoo_chroma.diffusion.align import _quaternion_matrix
+
 RENAMED_SUFFIXES = {
     "node_norm_layer.weights": "node_norm_layer.weight",
     "edge_norm_layer.weights": "edge_norm_layer.weight",
@@ -28,6 +32,8 @@ DROPPED_CONSTANTS = {
         1, 1, 3, 3
     ),
     "frame_builder._R_atom": torch.eye(3).reshape(1, 1, 1, 3, 3),
+    # Row 3 r + c: the 4x4 quaternion matrix of the cross-covariance with a single 1 at (r, c).
+    "rmsd.R_to_F": _quaternion_matrix(torch.eye(9).reshape(9, 3, 3)).reshape(9, 16),
 }
 
 
