@@ -24,6 +24,7 @@ needs_ar = pytest.mark.skipif(not AUTOREGRESSIVE, reason="needs the autoregressi
 EMBED = ["embed", "scgpt/cls", "IN"]
 GEN = ["generate", "autoregressive/pbmc-small"]
 FT = ["finetune", "scgpt/cls", "IN", "-o", "ft", "-l", "bulk_labels"]
+SAMPLE = ["sample", "nosuch/model", "-o", "samples"]  # option checks come before the model is looked up
 
 # (args, exit code, words in stderr, marks); IN = the example cells, EXISTING = a file that exists
 CASES = [
@@ -63,6 +64,26 @@ CASES = [
     (["finetune", "nosuch/model", "IN", "-o", "afolder", "-l", "x"], 1, "already exists", ()),
     (["finetune", "nosuch/model", "IN", "-o", "afolder", "-l", "x", "--overwrite"], 1, "not a model folder", ()),
     (["convert", "nosuch", "IN", "-o", "converted"], 1, "nosuch", ()),
+    ([*SAMPLE, "--length", "0"], 2, "--length", ()),
+    ([*SAMPLE, "--length", "20000"], 1, "20,000 residues in all is more than 10,000", ()),
+    ([*SAMPLE, "--chains", "60,0"], 2, "--chains", ()),
+    ([*SAMPLE, "--chains", "60,x"], 2, "--chains", ()),
+    ([*SAMPLE, "--chains", "6000,6000"], 1, "12,000 residues", ()),
+    ([*SAMPLE, "--length", "100", "--chains", "60,30"], 1, "--length 100 does not match --chains 60,30", ()),
+    ([*SAMPLE, "--steps", "0"], 2, "--steps", ()),
+    ([*SAMPLE, "--samples", "0"], 2, "--samples", ()),
+    ([*SAMPLE, "--batch-size", "0"], 2, "--batch-size", ()),
+    ([*SAMPLE, "--seed", "-1"], 2, "--seed", ()),
+    ([*SAMPLE, "--integrator", "rk4"], 2, "--integrator", ()),
+    ([*SAMPLE, "--sde", "brownian"], 2, "--sde", ()),
+    ([*SAMPLE, "--format", "xyz"], 2, "--format", ()),
+    ([*SAMPLE, "--inverse-temperature", "0"], 2, "--inverse-temperature", ()),
+    ([*SAMPLE, "--langevin-factor", "nan"], 2, "nan is not a number >= 0", ()),
+    (["sample", "nosuch/model", "-o", "afolder"], 1, "already exists", ()),
+    (["sample", "nosuch/model", "-o", "afolder", "--overwrite"], 1, "not one this command wrote", ()),
+    (["sample", "nosuch/model", "-o", "EXISTING"], 1, "is a file", ()),
+    (["sample", "chroma/public", "-o", "out"], 1, "must be converted", ()),
+    (["load", "chroma/public"], 1, "must be converted", ()),
 ]
 
 

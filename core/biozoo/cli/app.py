@@ -568,6 +568,115 @@ def generate_cmd(
     )
 
 
+class StructureFormat(StrEnum):
+    pdb = "pdb"
+    cif = "cif"
+
+
+# The sampler's names, known here so that a typo fails before the model (or its plugin) is loaded; the chroma
+# plugin's tests check that they are the ones its diffusion process offers.
+class Integrator(StrEnum):
+    euler_maruyama = "euler_maruyama"
+    heun = "heun"
+
+
+class Sde(StrEnum):
+    reverse_sde = "reverse_sde"
+    ode = "ode"
+    langevin = "langevin"
+
+
+MAX_SAMPLE_RESIDUES = 10_000  # total over chains (the chroma plugin's MAX_RESIDUES)
+SAMPLES_INDEX = "samples.json"  # what `zoo sample` writes beside the structures; marks the folder as its own
+
+
+def _chain_list(value: str | None) -> list[int] | None:
+    """``--chains 60,40`` -> [60, 40]: each a positive integer."""
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise _click_exceptions().BadParameter(f"{value!r} is not a comma-separated list of positive chain lengths")
+    return [int(p) for p in parts]
+
+
+def _check_chains(value: str | None) -> str | None:
+    """An option callback: ``--chains`` must parse (the error names the flag)."""
+    _chain_list(value)
+    return value
+
+
+def _sample_lengths(length: int | None, chains: str | None) -> list[int]:
+    """The chain lengths from ``--length`` / ``--chains``, checked before any model is loaded."""
+    lengths = _chain_list(chains) or [100 if length is None else length]
+    if chains is not None and length is not None and length != sum(lengths):
+        raise BiozooError(
+            f"--length {length} does not match --chains {chains} ({sum(lengths)} residues)",
+            "give --chains alone for a complex, or --length alone for one chain",
+        )
+    if sum(lengths) > MAX_SAMPLE_RESIDUES:
+        raise BiozooError(
+            f"{sum(lengths):,} residues in all is more than {MAX_SAMPLE_RESIDUES:,}",
+            "sample smaller systems with --length / --chains (memory grows with the square of the length)",
+        )
+    return lengths
+
+
+@app.command("sample")
+def sample_cmd(
+    model: Model,
+    output: Annotated[Path, typer.Option("--output", "-o", help="new folder for sample_000.pdb, ...")],
+    length: Annotated[
+        int | None, typer.Option(min=1, help=f"residues of one chain (default 100; at most {MAX_SAMPLE_RESIDUES:,})")
+    ] = None,
+    chains: Annotated[
+        str | None,
+        typer.Option(callback=_check_chains, metavar="N,N,...", help="chain lengths of a complex, e.g. 60,40"),
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", "-n", min=1, max=10_000, help="structures to sample")] = 1,
+    steps: Annotated[int, typer.Option(min=1, max=100_000, help="integration steps of the reverse SDE")] = 500,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the sampler (batch b uses seed + b)")] = 0,
+    fmt: Annotated[StructureFormat, typer.Option("--format", help="file format")] = StructureFormat.pdb,
+    langevin_factor: Annotated[
+        float, typer.Option(callback=_non_negative, help="strength of the Langevin correction")
+    ] = 2.0,
+    inverse_temperature: Annotated[
+        float, typer.Option(callback=_positive, help="higher: less diverse, more idealised structures")
+    ] = 10.0,
+    integrator: Annotated[Integrator, typer.Option(help="SDE integrator")] = Integrator.euler_maruyama,
+    sde: Annotated[Sde, typer.Option(help="which reverse-time dynamics to integrate")] = Sde.reverse_sde,
+    batch_size: Annotated[int, typer.Option(min=1, help="structures sampled together")] = 4,
+    device: Device = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Sample protein backbones from a generative structure model (Chroma) into PDB or mmCIF files."""
+    from biozoo.utils.atomic import atomic_write_text, staged_output
+
+    lengths = _sample_lengths(length, chains)
+    with staged_output(output, overwrite=overwrite, folder=True, markers=(SAMPLES_INDEX,)) as stage:
+        loaded, run = _task("sample", model, device, None)
+        result = run(
+            loaded,
+            stage,
+            chain_lengths=lengths,
+            samples=samples,
+            steps=steps,
+            seed=seed,
+            fmt=fmt.value,
+            batch_size=batch_size,
+            langevin_factor=langevin_factor,
+            inverse_temperature=inverse_temperature,
+            integrate_func=integrator.value,
+            sde_func=sde.value,
+        )
+        atomic_write_text(stage / SAMPLES_INDEX, json.dumps(result, indent=2) + "\n")
+    out.print(
+        f"[bold green]sampled[/] {len(result['files'])} structure(s) of {sum(lengths)} residues "
+        f"({len(lengths)} chain(s)) -> {escape(str(output))}",
+        soft_wrap=True,
+    )
+
+
 @app.command("convert")
 def convert_cmd(
     converter: Annotated[

@@ -204,11 +204,20 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def check_output(target: Path, *, overwrite: bool, folder: bool = False, flag: str = "-o", needed: int = 0) -> None:
+def check_output(
+    target: Path,
+    *,
+    overwrite: bool,
+    folder: bool = False,
+    flag: str = "-o",
+    needed: int = 0,
+    markers: tuple[str, ...] = ("manifest.yaml",),
+) -> None:
     """Refuse an output that cannot or must not be written, before any long computation.
 
     Checks: an existing target needs ``overwrite`` (and a folder may only be replaced by one if
-    it is a model folder or empty: ``--overwrite`` never deletes someone's data directory); a file
+    it is empty or holds one of ``markers``, the file a command writes into its output folder (a model
+    folder's ``manifest.yaml`` by default): ``--overwrite`` never deletes someone's data directory); a file
     output must not name a folder and vice versa; the place it goes must be writable (a real probe
     file, so read-only mounts and immutable folders are caught too) and have room for ``needed`` bytes.
     """
@@ -222,9 +231,10 @@ def check_output(target: Path, *, overwrite: bool, folder: bool = False, flag: s
                 f"the output {target} already exists",
                 f"pass --overwrite to replace it, or choose a new {what} with {flag}",
             )
-        if folder and any(target.iterdir()) and not (target / "manifest.yaml").is_file():
+        if folder and any(target.iterdir()) and not any((target / m).is_file() for m in markers):
+            kind = "a model folder" if markers == ("manifest.yaml",) else "one this command wrote"
             raise OutputError(
-                f"{target} is a folder but not a model folder (no manifest.yaml); --overwrite will not delete it",
+                f"{target} is a folder but not {kind} (no {' or '.join(markers)}); --overwrite will not delete it",
                 f"choose a new folder with {flag}",
             )
     parent = _nearest_existing(target.parent)
@@ -245,7 +255,13 @@ def check_output(target: Path, *, overwrite: bool, folder: bool = False, flag: s
 
 @contextlib.contextmanager
 def staged_output(
-    target: Path | str, *, overwrite: bool, folder: bool = False, flag: str = "-o", needed: int = 0
+    target: Path | str,
+    *,
+    overwrite: bool,
+    folder: bool = False,
+    flag: str = "-o",
+    needed: int = 0,
+    markers: tuple[str, ...] = ("manifest.yaml",),
 ) -> Iterator[Path]:
     """Hand a command a fresh sibling path to write; publish it as ``target`` only when the command succeeds.
 
@@ -255,7 +271,7 @@ def staged_output(
     removes what was staged.
     """
     target = Path(target)
-    check_output(target, overwrite=overwrite, folder=folder, flag=flag, needed=needed)
+    check_output(target, overwrite=overwrite, folder=folder, flag=flag, needed=needed, markers=markers)
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_partials(target)
     stage = target.parent / f".{target.name}.{_tag()}-{os.urandom(4).hex()}.partial"

@@ -6,7 +6,7 @@ not a registry component; the model components, tasks and converter are declared
 
 from __future__ import annotations
 
-from biozoo.plugins import ComponentDecl, ComponentKind, hookimpl
+from biozoo.plugins import ComponentDecl, ComponentKind, ConverterDecl, TaskDecl, hookimpl
 
 
 @hookimpl
@@ -30,4 +30,22 @@ def biozoo_components() -> list[ComponentDecl]:
             "biozoo_chroma.backbone.model:ChromaBackbone",
             "Chroma's backbone diffusion model (config: the reference's init_kwargs): denoise(X, C, t), sample()",
         ),
+    ]
+
+
+@hookimpl
+def biozoo_converters() -> list[ConverterDecl]:
+    return [
+        ConverterDecl(
+            "chroma",
+            "biozoo_chroma.convert:convert_checkpoint",
+            "licensed Chroma backbone .pt (the reference's save_model format) -> biozoo model folder",
+        )
+    ]
+
+
+@hookimpl
+def biozoo_tasks() -> list[TaskDecl]:
+    return [
+        TaskDecl("sample", "chroma.backbone", "biozoo_chroma.tasks:sample", "sample backbones into PDB/mmCIF files")
     ]

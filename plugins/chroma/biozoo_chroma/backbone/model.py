@@ -228,9 +228,19 @@ class ChromaBackbone(Architecture):
         skip = (1 - scale) * (ssnr > self.loss_scale_ssnr_cutoff).to(scale.dtype).reshape(-1, 1, 1, 1)
         return skip * Xf + (1 - skip) * X_update
 
-    def forward(self, X: torch.Tensor, C: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"X0": denoise(X, C, t)}`` (the architecture's forward, for test vectors)."""
-        return {"X0": self.denoise(X, C, t)}
+    def forward(
+        self, X: torch.Tensor, C: torch.Tensor, t: torch.Tensor, seed: int | torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``{"X0": denoise(X, C, t)}``: the architecture's forward, which ``zoo verify`` runs on test vectors.
+
+        In eval mode it is a function of its inputs, so test vectors reproduce: both dithers off and random
+        graphs drawn from a generator seeded with ``seed`` (default 0). In training mode it is ``denoise`` as
+        configured (dithers per :meth:`set_dither`, torch's global generator).
+        """
+        if self.training:
+            return {"X0": self.denoise(X, C, t)}
+        generator = torch.Generator(device=X.device).manual_seed(0 if seed is None else int(seed))
+        return {"X0": self.denoise(X, C, t, dither=False, generator=generator)}
 
     # -- sampling ------------------------------------------------------------------------------------------------
 

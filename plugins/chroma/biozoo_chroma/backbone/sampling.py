@@ -10,7 +10,7 @@ Like the reference, sampling starts from ideal alpha helices noised to ``tspan[0
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -102,6 +102,7 @@ def sample(
     verbose: bool = False,
     seed: int | None = None,
     design_method: str | None = None,
+    on_step: Callable[[int], None] | None = None,
     **design: Any,
 ) -> Any:
     """Sample backbones by integrating the reverse diffusion with the model's denoiser.
@@ -109,7 +110,8 @@ def sample(
     ``seed`` makes the whole run reproducible (initial noise, step noise, both dithers, random graphs) without
     touching torch's global generator state; ``None`` draws from it as the reference does. With
     ``full_output`` also a dict of ``trajectory``, ``Xhat_trajectory`` and ``Xunc_trajectory`` (per sample,
-    ``trajectory_length`` evenly spaced frames as Proteins).
+    ``trajectory_length`` evenly spaced frames as Proteins). ``on_step(step)`` is called after each of the
+    ``steps`` integration steps (0-based), e.g. to drive a progress bar.
     """
     from biozoo_chroma.structures import Protein
 
@@ -140,8 +142,10 @@ def sample(
         X, C = _initial_backbones(samples, check_chain_lengths(chain_lengths), device)
     samples = _positive_int("samples", samples, MAX_SAMPLES, "e.g. samples=4")
 
-    def on_step(step: int, _: torch.Tensor) -> None:
-        if step % max(1, steps // 20) == 0 or step == steps - 1:
+    def report(step: int, _: torch.Tensor) -> None:
+        if on_step is not None:
+            on_step(step)
+        if verbose and (step % max(1, steps // 20) == 0 or step == steps - 1):
             print(f"\rsampling: step {step + 1}/{steps}", end="\n" if step == steps - 1 else "", file=sys.stderr)
 
     def run() -> Any:
@@ -158,7 +162,7 @@ def sample(
             sde_func=sde_func,
             integrate_func=integrate_func,
             initialize_noise=initialize_noise,
-            on_step=on_step if verbose else None,
+            on_step=report if verbose or on_step is not None else None,
         )
 
     if seed is None:

@@ -64,10 +64,10 @@ class NoiseSchedule:
 
     def _time_of_log_snr(self, log_snr: float) -> float:
         l_min, l_max = self.log_snr_range
-        value = torch.tensor(log_snr, dtype=torch.float32)
+        value = torch.tensor(log_snr, dtype=torch.float32, device="cpu")  # a number also when built on meta
         if self.kind == "ot_linear":
             return float(((0.5 * value).exp() + 1).reciprocal())
-        return float((1 / torch.tensor(l_min - l_max, dtype=torch.float32)) * (value - l_max))
+        return float((1 / torch.tensor(l_min - l_max, dtype=torch.float32, device="cpu")) * (value - l_max))
 
     @staticmethod
     def _autograd_deriv(fn: Callable[[torch.Tensor], torch.Tensor], t_tilde: torch.Tensor) -> torch.Tensor:

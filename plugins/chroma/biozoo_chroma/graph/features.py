@@ -68,7 +68,8 @@ class RBFExpansion(Float32Buffers):
         super().__init__()
         centers = torch.linspace(value_min, value_max, check_int("rbf_count", num_rbf, minimum=2))
         self.register_buffer("rbf_centers", centers)
-        self.std = float(centers[1] - centers[0]) if std is None else check_positive("std", std)
+        step = torch.linspace(value_min, value_max, num_rbf, device="cpu")[:2]  # a number also when built on meta
+        self.std = float(step[1] - step[0]) if std is None else check_positive("std", std)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         z = (h.unsqueeze(-1) - self.rbf_centers.to(h.dtype)) / self.std

@@ -1,0 +1,169 @@
+"""The chroma plugin's tasks for the CLI: ``sample`` (``zoo sample``) writes sampled backbones as PDB/mmCIF files.
+
+Each file says how it was made in its header (PDB ``REMARK 999`` lines, an mmCIF ``_biozoo_sample`` category):
+the model and its weights' hash, the chain lengths, the sampler settings and the seed, so a file can be traced
+and re-made. Nothing time-dependent is written: the same model, settings and seed give identical files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from biozoo.errors import InvalidArgumentError, ModelOutputError
+
+FORMATS = ("pdb", "cif")
+REMARK = "REMARK 999 "  # free-text remarks: PDB assigns no meaning to 999
+HEADER_CATEGORY = "biozoo_sample"
+PDB_RANGE = (-999.9995, 9999.9995)  # PDB's %8.3f coordinate columns hold -999.999 .. 9999.999
+
+
+def provenance(model: torch.nn.Module, settings: dict[str, Any]) -> dict[str, str]:
+    """What goes into every file's header, as ordered text fields."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    manifest = getattr(model, "zoo_manifest", None)
+    files = manifest.weights.files if manifest is not None and manifest.weights is not None else []
+    try:
+        plugin = version("biozoo-chroma")
+    except PackageNotFoundError:
+        plugin = "unknown"
+    head = {
+        "generator": f"biozoo zoo sample (biozoo-chroma {plugin})",
+        "model": manifest.id if manifest is not None else type(model).__name__,
+        "weights_sha256": ",".join(f.sha256 for f in files) or "-",
+    }
+    return head | {k: ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v) for k, v in settings.items()}
+
+
+def _pdb_header(fields: dict[str, str]) -> str:
+    """``REMARK 999 key: value`` lines within PDB's 80 columns; a longer value goes on indented continuation lines."""
+    width, lines = 80 - len(REMARK), []
+    for key, value in fields.items():
+        text = f"{key}: {value}"
+        lines.append(REMARK + text[:width])
+        lines += [f"{REMARK}  {text[i : i + width - 2]}" for i in range(width, len(text), width - 2)]
+    return "".join(line + "\n" for line in lines)
+
+
+def read_header(path: Path | str) -> dict[str, str]:
+    """The provenance fields of a file :func:`write_sample` wrote (PDB remarks or the mmCIF category)."""
+    path = Path(path)
+    if path.suffix == ".cif":
+        import biotite.structure.io.pdbx as pdbx
+
+        block = pdbx.CIFFile.read(str(path)).block
+        if HEADER_CATEGORY not in block:
+            return {}
+        category = block[HEADER_CATEGORY]
+        return {key: category[key].as_item() for key in category.keys()}  # noqa: SIM118 (not a dict)
+    fields: dict[str, str] = {}
+    key = None
+    for line in path.read_text().splitlines():
+        if not line.startswith(REMARK):
+            continue
+        text = line[len(REMARK) :]
+        if text.startswith("  ") and key is not None:
+            fields[key] += text[2:]
+        else:
+            key, _, value = text.partition(": ")
+            fields[key] = value
+    return fields
+
+
+def check_coordinates(protein: Any, name: str, fmt: str) -> None:
+    """A diverged sample (non-finite, or too large for PDB's columns) is an error, not a broken file."""
+    X = protein.to_XCS()[0]
+    if not bool(torch.isfinite(X).all()):
+        raise ModelOutputError(
+            f"{name}: the sampler diverged (non-finite coordinates)",
+            "check the model (zoo verify MODEL); more --steps or a lower --langevin-factor integrate more stably",
+        )
+    low, high = (float(X.min()), float(X.max())) if X.numel() else (0.0, 0.0)
+    if fmt == "pdb" and not PDB_RANGE[0] < low <= high < PDB_RANGE[1]:
+        worst = low if low <= PDB_RANGE[0] else high
+        raise ModelOutputError(
+            f"{name}: a coordinate of {worst:.4g} Å does not fit PDB's columns (-999.999 to 9999.999)",
+            "write mmCIF with --format cif; coordinates this large mean the sampler diverged (check the model)",
+        )
+
+
+def write_sample(protein: Any, path: Path, fields: dict[str, str]) -> None:
+    """Write one sampled backbone with its provenance header (``path``'s suffix picks PDB or mmCIF)."""
+    check_coordinates(protein, path.name, path.suffix.lstrip("."))
+    if path.suffix == ".pdb":
+        protein.to_PDB(path)
+        path.write_text(_pdb_header(fields) + path.read_text())
+        return
+    import biotite.structure.io.pdbx as pdbx
+
+    protein.to_CIF(path)
+    cif = pdbx.CIFFile.read(str(path))
+    block = cif.block
+    block[HEADER_CATEGORY] = pdbx.CIFCategory({k: [v] for k, v in fields.items()})
+    cif.write(str(path))
+
+
+def _batches(total: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, total, size):
+        yield start, min(size, total - start)
+
+
+def sample(
+    model: torch.nn.Module,
+    output_dir: Path,
+    *,
+    chain_lengths: Sequence[int],
+    samples: int = 1,
+    steps: int = 500,
+    seed: int = 0,
+    fmt: str = "pdb",
+    batch_size: int = 4,
+    langevin_factor: float = 2.0,
+    inverse_temperature: float = 10.0,
+    integrate_func: str = "euler_maruyama",
+    sde_func: str = "reverse_sde",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Sample ``samples`` backbones into ``output_dir/sample_000.<fmt>``, ...; batch ``b`` is seeded ``seed + b``.
+
+    The model's :meth:`~biozoo_chroma.backbone.model.ChromaBackbone.sample` checks every setting before
+    anything runs; this checks what it adds (format, batch size) first.
+    """
+    from tqdm.auto import tqdm
+
+    from biozoo_chroma.backbone.sampling import check_chain_lengths
+
+    if fmt not in FORMATS:
+        raise InvalidArgumentError(f"unknown format {fmt!r}", f"use --format {' or --format '.join(FORMATS)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size!r}", "e.g. --batch-size 4")
+    lengths = check_chain_lengths(list(chain_lengths))
+    settings = {
+        "chain_lengths": lengths, "samples": samples, "steps": steps, "seed": seed, "batch_size": batch_size,
+        "langevin_factor": langevin_factor, "inverse_temperature": inverse_temperature,
+        "integrator": integrate_func, "sde": sde_func, "tspan": "1.0,0.001",
+    }  # fmt: skip
+    fields = provenance(model, settings)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=steps * samples, desc="sampling", unit="step", leave=False, disable=not progress)
+    written: list[str] = []
+    try:
+        for b, (start, size) in enumerate(_batches(samples, batch_size)):
+            proteins = model.sample(
+                samples=size, steps=steps, chain_lengths=lengths, langevin_factor=langevin_factor,
+                inverse_temperature=inverse_temperature, integrate_func=integrate_func, sde_func=sde_func,
+                seed=seed + b, on_step=lambda _, n=size: bar.update(n),
+            )  # fmt: skip
+            proteins = [proteins] if size == 1 else proteins
+            for i, protein in enumerate(proteins):
+                name = f"sample_{start + i:03d}.{fmt}"
+                header = fields | {"sample": str(start + i), "batch_seed": str(seed + b)}
+                write_sample(protein, output_dir / name, header)
+                written.append(name)
+    finally:
+        bar.close()
+    return {"files": written, "residues": sum(lengths), "chains": len(lengths), "provenance": fields}
