@@ -136,6 +136,20 @@ def test_publish_refuses_a_folder_whose_files_do_not_match(hub, tmp_path: Path) 
     assert not hub.api.repo_exists("lab/never-created")  # nothing half-published
 
 
+def test_publish_refuses_weights_whose_licence_forbids_sharing(hub, tmp_path: Path) -> None:
+    """A converted licence-gated model (e.g. Chroma's) is marked not redistributable; it must not reach the Hub."""
+    from biozoo.errors import ManifestError
+
+    folder = write_model(tmp_path / "model")
+    manifest = yaml.safe_load((folder / "manifest.yaml").read_text())
+    manifest["metadata"] = {"redistributable": False}
+    manifest["license"] = "LicenseRef-Chroma-Parameters-License"
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    with pytest.raises(ManifestError, match="not redistributable"):
+        biozoo.publish(folder, "lab/never-shared")
+    assert not hub.api.repo_exists("lab/never-shared")
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "biozoo.cli.app", *args],

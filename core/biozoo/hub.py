@@ -487,6 +487,12 @@ def publish(
     from biozoo.weights import verify_file
 
     located = read_manifest(folder)
+    if located.manifest.metadata.get("redistributable") is False:
+        raise ManifestError(
+            f"{located.manifest.id} is marked not redistributable (licence: {located.manifest.license}); "
+            "publishing it would share weights its licence does not let you share",
+            "keep it local; others can convert their own copy (see the model's conversion instructions)",
+        )
     names = files_to_publish(located)
     for item in located.manifest.weights.files if located.manifest.weights else []:
         prefix = _weights_prefix(located.manifest.weights)

@@ -1,7 +1,8 @@
 """What the chroma plugin offers, as data (no torch, no model code imported here).
 
-Part 1 of issue 10 builds only the structure layer (``biozoo_chroma.Protein``), which is a Python API and
-not a registry component; the model components, tasks and converter are declared here when they exist.
+The backbone model and its parts are registry components; the structure layer (``biozoo_chroma.Protein``),
+the diffusion process and the reconstruction losses are Python APIs without weights. Sequence design
+(issue 10, part 2) will add the design network and its tasks here.
 """
 
 from __future__ import annotations
