@@ -677,6 +677,68 @@ def sample_cmd(
     )
 
 
+MAX_SCORE_SAMPLES = 1000  # diffusion times per structure (the chroma plugin's losses.MAX_SAMPLES)
+STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")  # optionally .gz (biozoo_chroma.Protein reads these)
+SCORE_METRICS = ("elbo", "elbo_X", "global_mse", "fragment_mse", "pair_mse", "neighborhood_mse", "distance_mse",
+                 "hb_local", "hb_nonlocal")  # fmt: skip
+
+
+def _check_structures(paths: list[Path]) -> None:
+    """Each input is an existing file with a structure suffix, checked before any model is loaded."""
+    for path in paths:
+        if not path.is_file():
+            what = "a folder" if path.is_dir() else "missing"
+            raise BiozooError(f"the input {path} is {what}", "give existing .pdb or .cif files (optionally .gz)")
+        suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+        if not suffixes or suffixes[-1] not in STRUCTURE_SUFFIXES:
+            raise BiozooError(
+                f"{path} is not named as a structure file", f"give files ending in {', '.join(STRUCTURE_SUFFIXES)}"
+            )
+
+
+@app.command("score")
+def score_cmd(
+    model: Model,
+    structures: Annotated[
+        list[Path], typer.Argument(metavar="STRUCTURE...", help="PDB or mmCIF files (.pdb, .cif, optionally .gz)")
+    ],
+    num_samples: Annotated[
+        int, typer.Option(min=1, max=MAX_SCORE_SAMPLES, help="diffusion times averaged over, per structure")
+    ] = 50,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the noise")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="also write the scores (per time too) to a .json file")
+    ] = None,
+    device: Device = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Score protein backbones with a structure model (Chroma): ELBO, reconstruction MSEs, H-bond recovery."""
+    from biozoo.utils.atomic import atomic_write_text, staged_output
+
+    _check_structures(structures)
+    if output is not None and output.suffix != ".json":
+        raise BiozooError(f"the output {output} must end in .json", "e.g. -o scores.json")
+    if output is not None and any(output.resolve() == p.resolve() for p in structures):
+        raise BiozooError("the output would overwrite an input", "write to a new file with -o")
+    with contextlib.ExitStack() as stack:
+        stage = stack.enter_context(staged_output(output, overwrite=overwrite)) if output is not None else None
+        loaded, run = _task("score", model, device, None)
+        result = run(loaded, structures, num_samples=num_samples, seed=seed)
+        if stage is not None:
+            atomic_write_text(stage, json.dumps(result, indent=2) + "\n")
+    if as_json:
+        _print_json(result)
+    else:
+        rows = [
+            (row["file"], *("-" if row["scores"][k] is None else f"{row['scores'][k]:.4g}" for k in SCORE_METRICS))
+            for row in result["structures"]
+        ]
+        _print_rows(("structure", *SCORE_METRICS), rows, min_last=8)
+    if output is not None:
+        err.print(f"[bold green]scored[/] {len(result['structures'])} structure(s) -> {escape(str(output))}")
+
+
 @app.command("convert")
 def convert_cmd(
     converter: Annotated[

@@ -48,5 +48,6 @@ def biozoo_converters() -> list[ConverterDecl]:
 @hookimpl
 def biozoo_tasks() -> list[TaskDecl]:
     return [
-        TaskDecl("sample", "chroma.backbone", "biozoo_chroma.tasks:sample", "sample backbones into PDB/mmCIF files")
+        TaskDecl("sample", "chroma.backbone", "biozoo_chroma.tasks:sample", "sample backbones into PDB/mmCIF files"),
+        TaskDecl("score", "chroma.backbone", "biozoo_chroma.tasks:score", "score PDB/mmCIF backbones (ELBO, MSEs)"),
     ]

@@ -124,6 +124,7 @@ class ChromaBackbone(Architecture):
         if self.use_time_features:
             self.time_features = FourierFeaturization(1, dim_nodes, trainable=False, scale=16.0)
         self.prediction_type, self.loss_scale_ssnr_cutoff = prediction_type, float(loss_scale_ssnr_cutoff)
+        self.loss_scale = float(loss_scale)  # the error unit (Angstrom) of score_backbone's MSEs
         if prediction_type.startswith("scale"):
             self.mlp_W = MLP(dim_nodes, num_layers_hidden=node_mlp_layers, dim_out=1)
         try:
@@ -249,3 +250,9 @@ class ChromaBackbone(Architecture):
         from biozoo_chroma.backbone.sampling import sample
 
         return sample(self, *args, **kwargs)
+
+    def score_backbone(self, *args: Any, **kwargs: Any) -> Any:
+        """Score backbones (see :func:`biozoo_chroma.backbone.scoring.score_backbone` for every argument)."""
+        from biozoo_chroma.backbone.scoring import score_backbone
+
+        return score_backbone(self, *args, **kwargs)
