@@ -25,6 +25,7 @@ EMBED = ["embed", "scgpt/cls", "IN"]
 GEN = ["generate", "autoregressive/pbmc-small"]
 FT = ["finetune", "scgpt/cls", "IN", "-o", "ft", "-l", "bulk_labels"]
 SAMPLE = ["sample", "nosuch/model", "-o", "samples"]  # option checks come before the model is looked up
+SCORE = ["score", "nosuch/model", "in.pdb"]  # in.pdb: a file that exists (not a structure: never read)
 
 # (args, exit code, words in stderr, marks); IN = the example cells, EXISTING = a file that exists
 CASES = [
@@ -84,6 +85,17 @@ CASES = [
     (["sample", "nosuch/model", "-o", "EXISTING"], 1, "is a file", ()),
     (["sample", "chroma/public", "-o", "out"], 1, "must be converted", ()),
     (["load", "chroma/public"], 1, "must be converted", ()),
+    (["score", "nosuch/model"], 2, "Missing argument 'STRUCTURE...'", ()),
+    (["score", "nosuch/model", "missing.pdb"], 1, "missing.pdb is missing", ()),
+    (["score", "nosuch/model", "in.pdb", "afolder"], 1, "afolder is a folder", ()),
+    (["score", "nosuch/model", "IN"], 1, "is not named as a structure file", ()),
+    ([*SCORE, "--num-samples", "0"], 2, "--num-samples", ()),
+    ([*SCORE, "--num-samples", "1001"], 2, "--num-samples", ()),
+    ([*SCORE, "--seed", "-1"], 2, "--seed", ()),
+    ([*SCORE, "-o", "scores.csv"], 1, "must end in .json", ()),
+    ([*SCORE, "-o", "afolder.json"], 1, "is a folder", ()),
+    ([*SCORE, "-o", "old.json"], 1, "already exists", ()),
+    (["score", "chroma/public", "in.pdb"], 1, "must be converted", ()),
 ]
 
 
@@ -101,7 +113,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_bad_invocations_fail_cleanly(tmp_path: Path, args: list[str], code: int, words: str) -> None:
     existing = tmp_path / "existing.h5ad"
     existing.write_bytes(b"precious")
-    for folder in ("afolder", "afolder.h5ad"):
+    for name in ("in.pdb", "old.json"):
+        (tmp_path / name).write_text("precious")
+    for folder in ("afolder", "afolder.h5ad", "afolder.json"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "data.txt").write_text("precious")
     args = [str(EXAMPLE) if a == "IN" else a.replace("EXISTING", str(existing)) for a in args]

@@ -719,8 +719,6 @@ def score_cmd(
     _check_structures(structures)
     if output is not None and output.suffix != ".json":
         raise BiozooError(f"the output {output} must end in .json", "e.g. -o scores.json")
-    if output is not None and any(output.resolve() == p.resolve() for p in structures):
-        raise BiozooError("the output would overwrite an input", "write to a new file with -o")
     with contextlib.ExitStack() as stack:
         stage = stack.enter_context(staged_output(output, overwrite=overwrite)) if output is not None else None
         loaded, run = _task("score", model, device, None)
@@ -731,10 +729,14 @@ def score_cmd(
         _print_json(result)
     else:
         rows = [
-            (row["file"], *("-" if row["scores"][k] is None else f"{row['scores'][k]:.4g}" for k in SCORE_METRICS))
+            (
+                row["file"],
+                *("-" if row["scores"][k] is None else f"{row['scores'][k]:.4g}" for k in SCORE_METRICS),
+                f"{row['residues']} residues, {row['chains']} chain(s)",
+            )
             for row in result["structures"]
         ]
-        _print_rows(("structure", *SCORE_METRICS), rows, min_last=8)
+        _print_rows(("structure", *SCORE_METRICS, "size"), rows)
     if output is not None:
         err.print(f"[bold green]scored[/] {len(result['structures'])} structure(s) -> {escape(str(output))}")
 

@@ -202,7 +202,8 @@ def score(
         "weights_sha256": head["weights_sha256"], "num_samples": num_samples, "seed": seed, "tspan": [1e-4, 1.0],
     }  # fmt: skip
     rows = []
-    for path, protein in zip(paths, tqdm(proteins, desc="scoring", unit="file", disable=not progress), strict=True):
+    bar = tqdm(proteins, desc="scoring", unit="file", leave=False, disable=not progress)
+    for path, protein in zip(paths, bar, strict=True):
         scores = model.score_backbone(protein, num_samples=num_samples, seed=seed)
         result.setdefault("t", scores["t"])
         rows.append({
