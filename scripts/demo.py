@@ -48,6 +48,10 @@ def main() -> None:
     run("generate", "autoregressive/pbmc-small", "-n", "100", "-o", str(work / "generated.h5ad"))
     run("info", str(ROOT / "plugins" / "autoregressive" / "tests" / "golden" / "scmodelforge-cls"))
 
+    # protein backbones: Chroma's diffusion architecture, a small demo model trained here on 42 real chains
+    run("verify", "chroma/demo")
+    run("sample", "chroma/demo", "--length", "60", "-n", "2", "--steps", "100", "-o", str(work / "samples"))
+
     # scGPT on real cells: held-out PBMCs the shipped classifier never saw
     run("list", "scgpt")
     run("verify", "scgpt/cls")
