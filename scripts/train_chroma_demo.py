@@ -23,14 +23,16 @@ model's gradients. Adam with warm-up and
 cosine decay, gradient clipping, and an exponential moving average of the weights (the reference's public model
 was "trained with EMA"); the EMA weights ship. Dithers are off in training (deterministic under the seed).
 
-Run: ``.venv/bin/python scripts/train_chroma_demo.py`` (trains, writes ``registry/chroma/demo``, evaluates; about
-10 min on 2 CPU cores) or ``... --evaluate`` (evaluates the shipped model only). Needs mdanalysistests
+Run: ``.venv/bin/python scripts/train_chroma_demo.py`` (trains, writes ``registry/chroma/demo``, evaluates;
+training took 9 min on the shared 2-core machine) or ``... --evaluate`` (evaluates the shipped model only; about
+15 min, mostly sampling). Results: docs/chroma.md. Needs mdanalysistests
 (``pip install --no-deps mdanalysistests``) for the chains.
 
 Evaluation: ``SAMPLES_PER_LENGTH`` backbones at each of ``EVAL_LENGTHS`` (near the held-out chains' lengths),
-``EVAL_STEPS`` reverse-SDE steps with the sampler's defaults, against the held-out real chains and two baselines
-(a 3.8 A random walk, the same architecture with its random initial weights): CA-CA distances, radius of
-gyration against 2.2 L^0.38 A, P-SEA secondary structure (biotite) and CA clashes.
+``EVAL_STEPS`` reverse-SDE steps at each of ``SETTINGS`` (the sampler's defaults; temperature 1), against the
+held-out real chains and two baselines (a 3.8 A random walk, the same architecture with its random initial
+weights): CA-CA distances, radius of gyration against 2.2 L^0.38 A, P-SEA secondary structure (biotite) and CA
+clashes.
 """
 
 from __future__ import annotations

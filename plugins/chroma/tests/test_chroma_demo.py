@@ -32,8 +32,9 @@ def model() -> ChromaBackbone:
 
 def random_weights(trained: ChromaBackbone) -> ChromaBackbone:
     """The same architecture at seeded random weights, with the trained model's buffers (centering means)."""
-    torch.manual_seed(SEED)
-    baseline = ChromaBackbone(**trained.zoo_manifest.architecture.config).eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        baseline = ChromaBackbone(**trained.zoo_manifest.architecture.config).eval()
     with torch.no_grad():
         for name, buffer in trained.named_buffers():
             baseline.get_buffer(name).copy_(buffer)
