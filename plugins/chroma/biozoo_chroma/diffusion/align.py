@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from biozoo_chroma.diffusion.chains import compute_dtype
+from biozoo_chroma.graph.geometry import rotations_from_quaternions
 
 
 def _quaternion_matrix(cov: torch.Tensor) -> torch.Tensor:
@@ -21,17 +22,6 @@ def _quaternion_matrix(cov: torch.Tensor) -> torch.Tensor:
         [syz - szy, sxx - syy - szz, sxy + syx, sxz + szx],
         [szx - sxz, sxy + syx, -sxx + syy - szz, syz + szy],
         [sxy - syx, sxz + szx, syz + szy, -sxx - syy + szz],
-    ]
-    return torch.stack([torch.stack(row, -1) for row in rows], -2)
-
-
-def rotation_from_quaternion(q: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices ``[..., 3, 3]`` from unit quaternions ``[..., 4]`` ordered (w, x, y, z)."""
-    a, b, c, d = q.unbind(-1)
-    rows = [
-        [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
-        [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
-        [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d],
     ]
     return torch.stack([torch.stack(row, -1) for row in rows], -2)
 
@@ -57,6 +47,6 @@ def align_backbone(
     if dither:
         F = F + 1e-5 * torch.randn(F.shape, dtype=F.dtype, device=F.device, generator=generator)
     # eigh reads the lower triangle only, as in the reference (the dither makes F slightly asymmetric).
-    rotation = rotation_from_quaternion(torch.linalg.eigh(F).eigenvectors[..., 3])
+    rotation = rotations_from_quaternions(torch.linalg.eigh(F).eigenvectors[..., 3])
     aligned = torch.einsum("bxr,bir->bix", rotation, mobile - mobile_mean) + target_mean
     return aligned.reshape(X_mobile.shape).to(X_mobile.dtype)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from biozoo_chroma.diffusion.align import _quaternion_matrix, rotation_from_quaternion
+from biozoo_chroma.diffusion.align import _quaternion_matrix
 from biozoo_chroma.diffusion.chains import compute_dtype
+from biozoo_chroma.graph.geometry import rotations_from_quaternions
 
 _EPS = 1e-5  # the reference's count epsilon
 _MIN_SQ = 1e-8  # the reference's floor on a summed squared deviation (keeps sqrt differentiable at 0)
@@ -84,7 +85,7 @@ def paired_superpose(
     F = _quaternion_matrix(torch.einsum("sai,saj->sij", mobile_c, target_c))
     if dither:
         F = F + 1e-5 * torch.randn(F.shape, dtype=F.dtype, device=F.device, generator=generator)
-    rotation = rotation_from_quaternion(top_eigenvector(F))
+    rotation = rotations_from_quaternions(top_eigenvector(F))
     aligned = torch.einsum("bxr,bir->bix", rotation, mobile_c) + target_mean
     if mask is not None:
         aligned = weights[..., None] * aligned
