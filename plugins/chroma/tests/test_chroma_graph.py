@@ -133,9 +133,12 @@ def check_feature_graph(name: str) -> dict[str, float]:
         node_h, edge_h, _, mask_i, _ = fg(d["X"], d["C"], d["graph.edge_idx"], d["graph.mask_ij"])
         fg.graph_builder.deterministic = True
         built = fg(d["X"], d["C"])  # building the graph itself gives the same features
+    with torch.enable_grad():  # the unfused path that training (autograd) takes
+        _, edge_h_grad, *_ = fg(d["X"], d["C"], d["graph.edge_idx"], d["graph.mask_ij"])
     return {
         "node_h": worst(node_h, d["features.node_h"]),
         "edge_h": worst(edge_h, d["features.edge_h"]),
+        "edge_h (autograd path)": worst(edge_h_grad.detach(), d["features.edge_h"]),
         "mask_i": worst(mask_i, d["features.mask_i"]),
         "edge_h (own graph)": worst(built[1], d["features.edge_h"]),
     }

@@ -125,14 +125,29 @@ class ProteinFeatureGraph(Float32Buffers, Component):
             layer(Xg, edge_idx, C) for layer in self.edge_layers
         ]
 
-    def _project(self, raw: list[torch.Tensor], linears: nn.ModuleList, prefix: str) -> torch.Tensor:
+    def _project(
+        self, raw: list[torch.Tensor], linears: Sequence[nn.Module], prefix: str, first: int = 0
+    ) -> torch.Tensor:
         out = None
-        for i, (h, linear) in enumerate(zip(raw, linears, strict=True)):
+        for i, (h, linear) in enumerate(zip(raw, linears, strict=True), start=first):
             if self.centered:
                 h = h - getattr(self, f"{prefix}_means_{i}").to(h.dtype)
             h = linear(h.to(linear.weight.dtype))
             out = h if out is None else out + h
         assert out is not None  # the constructor requires at least one layer of each kind
+        return out
+
+    def _project_edges_fused(self, Xg: torch.Tensor, C: torch.Tensor, edge_idx: torch.Tensor) -> torch.Tensor:
+        """The edge projections, through a layer's own ``project`` where it has one (without autograd)."""
+        out = None
+        for i, (layer, linear) in enumerate(zip(self.edge_layers, self.edge_linears, strict=True)):
+            fused = getattr(layer, "project", None)
+            if fused is None:
+                h = self._project([layer(Xg, edge_idx, C)], [linear], "edge", first=i)
+            else:
+                h = fused(Xg, edge_idx, C, linear, getattr(self, f"edge_means_{i}") if self.centered else None)
+            out = h if out is None else out.add_(h)
+        assert out is not None  # the constructor requires at least one edge layer
         return out
 
     def forward(
@@ -154,9 +169,13 @@ class ProteinFeatureGraph(Float32Buffers, Component):
         elif mask_ij is None:
             mask = chain_map_to_mask(C, Xg.dtype).unsqueeze(-1)
             mask_ij = (mask.unsqueeze(2) * collect_neighbors(mask, edge_idx)).squeeze(-1)
-        node_raw, edge_raw = self.features(Xg, C, edge_idx)
-        node_h = self._project(node_raw, self.node_linears, "node")
-        edge_h = self._project(edge_raw, self.edge_linears, "edge")
+        if torch.is_grad_enabled():  # training: the plain path, which autograd follows
+            node_raw, edge_raw = self.features(Xg, C, edge_idx)
+            node_h = self._project(node_raw, self.node_linears, "node")
+            edge_h = self._project(edge_raw, self.edge_linears, "edge")
+        else:
+            node_h = self._project([layer(Xg, edge_idx, C) for layer in self.node_layers], self.node_linears, "node")
+            edge_h = self._project_edges_fused(Xg, C, edge_idx)
         mask_i = chain_map_to_mask(C, node_h.dtype)
         mask_ij = mask_ij.to(edge_h.dtype)
         return mask_i.unsqueeze(-1) * node_h, mask_ij.unsqueeze(-1) * edge_h, edge_idx, mask_i, mask_ij

@@ -36,6 +36,15 @@ class Float32Buffers(nn.Module):
         return out
 
 
+def centered_bias(linear: nn.Linear, mean: torch.Tensor | None) -> torch.Tensor | None:
+    """The bias of ``x -> linear(x - mean)`` written as ``x -> W x + bias`` (computed in float32)."""
+    if mean is None:
+        return linear.bias
+    shift = mean.reshape(-1).float() @ linear.weight.float().T
+    bias = -shift if linear.bias is None else linear.bias.float() - shift
+    return bias.to(linear.weight.dtype)
+
+
 def edge_mask(C: torch.Tensor, edge_idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``mask_i * mask_j`` on every edge, ``[B, L, K, 1]``."""
     mask = chain_map_to_mask(C, dtype).unsqueeze(-1)
@@ -61,6 +70,13 @@ def _distance_function(kind: str, eps: float) -> Callable[[torch.Tensor], torch.
     return functions[kind]
 
 
+# A Gaussian bump far from its centre is held at exp(-50) ~ 2e-22 instead of falling to ~1e-40. The reference's
+# values there are subnormal floats, and on x86 every operation touching one (the exp itself, then each
+# multiply-add of the projection) takes a slow microcode path: at 100 residues this made its RBF features cost
+# more than the whole graph network. No model output can tell 2e-22 from 1e-40 (float32 resolves 1e-7).
+EXPONENT_FLOOR = 50.0
+
+
 class RBFExpansion(Float32Buffers):
     """Gaussian bumps ``exp(-((d - c_k) / std)^2)`` at evenly spaced centres; each value becomes ``num_rbf``."""
 
@@ -73,7 +89,12 @@ class RBFExpansion(Float32Buffers):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         z = (h.unsqueeze(-1) - self.rbf_centers.to(h.dtype)) / self.std
-        return torch.exp(-(z**2)).reshape(*h.shape[:-1], -1)
+        return torch.exp(-(z**2).clamp(max=EXPONENT_FLOOR)).reshape(*h.shape[:-1], -1)
+
+    def expand_(self, h: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` as ``[..., num_rbf]`` in one buffer, in place (the same operations; no autograd)."""
+        z = h.unsqueeze(-1) - self.rbf_centers.to(h.dtype)
+        return z.div_(self.std).square_().clamp_(max=EXPONENT_FLOOR).neg_().exp_()
 
 
 class FourierFeaturization(Float32Buffers):
@@ -160,10 +181,45 @@ class EdgeDistance2mer(nn.Module):
                 self.functions.append(_distance_function(kind, self.distance_eps))
                 dims += pairs
         self.dim_out = dims
+        self.chunk = 1024  # edges per fused RBF block in :meth:`project` (1,024 x 1,280 floats, 5 MB: fastest here)
 
     def forward(self, X: torch.Tensor, edge_idx: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         D = geo.pairwise_distances(edge_2mers(X, edge_idx)).flatten(3)
         return edge_mask(C, edge_idx, X.dtype) * torch.cat([f(D) for f in self.functions], -1)
+
+    def project(
+        self, X: torch.Tensor, edge_idx: torch.Tensor, C: torch.Tensor, linear: nn.Linear, mean: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``linear(forward(...) - mean)`` without materialising the RBF features (inference only).
+
+        The RBF block is ``(2A)^2 * rbf_count`` values per edge (1,280 by default): 4M floats at 100 residues
+        and 30 neighbours, built in five memory-bound passes and then read once by the projection. Here it is
+        built and projected ``chunk`` edges at a time, in place, so it stays in cache; the mask (a per-edge
+        scalar) is applied after the projection and the centering means are folded into the bias. Same
+        arithmetic as the unfused path up to float summation order.
+        """
+        D = geo.pairwise_distances(edge_2mers(X, edge_idx)).flatten(3)
+        B, L, K, P = D.shape
+        flat = D.reshape(B * L * K, P)
+        W = linear.weight
+        out = torch.zeros(flat.shape[0], W.shape[0], dtype=W.dtype, device=W.device)
+        column = 0
+        for f in self.functions:
+            if f is getattr(self, "rbf_function", None):
+                width = P * f.rbf_centers.numel()
+                W_f = W[:, column : column + width].T
+                for start in range(0, flat.shape[0], self.chunk):
+                    block = f.expand_(flat[start : start + self.chunk]).flatten(1)
+                    out[start : start + self.chunk].addmm_(block.to(W.dtype), W_f)
+            else:
+                width = P
+                out.addmm_(f(flat).to(W.dtype), W[:, column : column + width].T)
+            column += width
+        bias = centered_bias(linear, mean)
+        out = out.mul_(edge_mask(C, edge_idx, W.dtype).reshape(-1, 1))
+        if bias is not None:
+            out.add_(bias)
+        return out.reshape(B, L, K, -1)
 
 
 def _frames(X: torch.Tensor, eps: float) -> torch.Tensor:

@@ -22,7 +22,7 @@ from biozoo.components.ports import Port, Ports
 from biozoo.nn.checks import ConfigError, check_int, check_positive, check_probability
 from biozoo.plugins.declarations import ComponentKind
 from biozoo_chroma.graph.feature_graph import EDGE_H, EDGE_IDX, EDGE_MASK, NODE_H, NODE_MASK
-from biozoo_chroma.graph.ops import pack_edges, pack_edges_step
+from biozoo_chroma.graph.ops import collect_neighbors, pack_edges_step
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "softplus": nn.Softplus}
 
@@ -58,6 +58,20 @@ class MLP(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.layers(h)
+
+    def on_edges(self, node_h: torch.Tensor, edge_h: torch.Tensor, edge_idx: torch.Tensor) -> torch.Tensor:
+        """``self(pack_edges(node_h, edge_h, edge_idx))`` without building the packed ``[h_i, h_j, e_ij]``.
+
+        The first linear map splits by input block: its ``h_i`` and ``h_j`` blocks are applied once per node
+        and gathered, only the ``e_ij`` block once per edge. With K neighbours that is about a third of the
+        first layer's work and none of the packed tensor's memory traffic; equal up to summation order.
+        """
+        first, d = self.layers[0], node_h.shape[-1]
+        W = first.weight
+        h = F.linear(edge_h, W[:, 2 * d :])
+        h = h + collect_neighbors(F.linear(node_h, W[:, d : 2 * d]), edge_idx)
+        h = h + F.linear(node_h, W[:, :d], first.bias).unsqueeze(2)
+        return self.layers[1:](h)
 
 
 class MaskedNorm(nn.Module):
@@ -111,11 +125,11 @@ class GraphLayer(nn.Module):
         self,
         node_h_i: torch.Tensor,
         node_norm_i: torch.Tensor,
-        packed: torch.Tensor,
+        messages: torch.Tensor,
         mask_i: torch.Tensor | None,
         mask_ij: torch.Tensor | None,
     ) -> torch.Tensor:
-        messages = self.message_mlp(packed)
+        """Residual node update from the messages on its edges (``message_mlp``'s outputs, before masking)."""
         if mask_ij is not None:
             messages = messages * mask_ij.unsqueeze(-1)
         out = node_h_i + self.update_mlp(torch.cat([node_norm_i, messages.sum(2) / self.scale], -1))
@@ -141,10 +155,12 @@ class GraphLayer(nn.Module):
             mask_i = (mask_i != 0).to(node_h.dtype)
         if mask_ij is not None:
             mask_ij = (mask_ij != 0).to(node_h.dtype)
-        node_out = self._node_update(node_h, node_norm, pack_edges(node_norm, edge_norm, edge_idx), mask_i, mask_ij)
+        messages = self.message_mlp.on_edges(node_norm, edge_norm, edge_idx)
+        node_out = self._node_update(node_h, node_norm, messages, mask_i, mask_ij)
         if not self.edge_update:
             return node_out, None
-        return node_out, self._edge_update(edge_h, pack_edges(node_out, edge_norm, edge_idx), mask_ij)
+        out = edge_h + self.edge_mlp.on_edges(node_out, edge_norm, edge_idx)
+        return node_out, out if mask_ij is None else out * mask_ij.unsqueeze(-1)
 
     def step(
         self,
@@ -171,7 +187,7 @@ class GraphLayer(nn.Module):
         d = self.dim_nodes
         nodes_ij = self.node_norm_layer(packed[..., : 2 * d].unflatten(-1, (2, d)), mask_ij_t.unsqueeze(-1))
         packed = torch.cat([nodes_ij.flatten(-2), packed[..., 2 * d :]], -1)
-        node_out_t = self._node_update(node_t, node_norm_t, packed, mask_i_t, mask_ij_t)
+        node_out_t = self._node_update(node_t, node_norm_t, self.message_mlp(packed), mask_i_t, mask_ij_t)
         if not self.edge_update:
             return node_out_t, edge_t
         node_h_out = node_h_out.clone()
