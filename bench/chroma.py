@@ -27,9 +27,11 @@ What runs, all in one process, float32, ``--threads`` torch threads (default: to
   ``--steps`` steps timed whole and divided by the steps, ``--rounds`` rounds, the two sides alternating which
   goes first; the table gives medians and the median over rounds of (reference / ours of the same round).
 * **A whole sample** (``--sample-steps``, default 500) at L=100, one chain, ``--sample-rounds`` rounds.
-* **Same outputs.** Every timed run's last state is compared with the other side's of the same round: the
-  largest |difference| in Å and relative to the state's largest |coordinate| (random weights drive the states
-  far from protein-like sizes, and float32 rounding grows with them).
+* **Same outputs.** One step from the same state on both sides (the arithmetic itself), and every timed
+  run's last state against the other side's of the same round: the largest |difference| in Å and relative to
+  the state's largest |coordinate| (random weights drive the states far from protein-like sizes, and float32
+  rounding grows with them; on ``random_log`` graphs a rounding difference can flip a random neighbour
+  choice after the first step, after which the trajectories part).
 
 The reference's tqdm progress bar is switched off (``TQDM_DISABLE=1`` unless set). Its frame-averaging dither,
 set to 0, still draws a normal sample that ours does not; that call runs on a forked generator so that both
@@ -228,11 +230,16 @@ def measure(sides: list[Side], length: int, chains: int, steps: int, rounds: int
             finite = finite and bool(torch.isfinite(outs["reference"]).all())
         log(f"  L={length} chains={chains} round {r + 1}/{rounds}: "
             + ", ".join(f"{k} {v[-1]:.3f} s/step" for k, v in seconds.items()))  # fmt: skip
+    one_step = None
+    if len(sides) == 2:  # the same first step from the same state: equal arithmetic, before any graph flip
+        first = (*args[:3], args[3][:1])
+        one = {side.name: timed(side, first, SEED)[1] for side in sides}
+        one_step = differences(one["biozoo"], one["reference"])
     return {
         "median": {k: statistics.median(v) for k, v in seconds.items()},
         "min": {k: min(v) for k, v in seconds.items()},
         "ratio": statistics.median(ratios) if ratios else None,
-        "abs": worst_abs, "rel": worst_rel, "finite": finite,
+        "abs": worst_abs, "rel": worst_rel, "finite": finite, "one_step": one_step,
     }  # fmt: skip
 
 
@@ -318,15 +325,16 @@ def main() -> None:
           f"{(time.time() - started) / 60:.1f} min; median of {args.rounds} rounds per step row, "
           f"{args.sample_rounds} for the whole sample\n")  # fmt: skip
     print("| L | chains | steps per run | reference s/step | biozoo s/step | speed vs reference "
-          "| max abs diff Å (relative) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          "| one step: max abs diff Å (relative) | whole run: max abs diff Å (relative) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for length, chains, steps, m in rows:
         ref = m["median"].get("reference")
         ours = m["median"]["biozoo"]
         ratio = f"**{m['ratio']:.2f}x**" if m["ratio"] is not None else "–"
         same = f"{m['abs']:.1e} ({m['rel']:.1e})" + ("" if m["finite"] else ", not finite")
         ref_s = f"{ref:.3f}" if ref is not None else "–"
-        print(f"| {length} | {chains} | {steps} | {ref_s} | {ours:.3f} | {ratio} | {same if ref else '–'} |")
+        one = "–" if m["one_step"] is None else f"{m['one_step'][0]:.1e} ({m['one_step'][1]:.1e})"
+        print(f"| {length} | {chains} | {steps} | {ref_s} | {ours:.3f} | {ratio} | {one} | {same if ref else '–'} |")
 
 
 if __name__ == "__main__":
