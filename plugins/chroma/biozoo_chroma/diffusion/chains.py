@@ -17,11 +17,6 @@ import torch.nn.functional as F
 ATOMS = 4  # the backbone atoms per residue that the covariance acts on
 
 
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulate in at least float32: chain sums over thousands of atoms lose too much in bf16/fp16."""
-    return torch.promote_types(dtype, torch.float32)
-
-
 @dataclass(frozen=True)
 class ChainLayout:
     """Where each chain starts and ends among the flattened atoms, and which segment each atom belongs to."""

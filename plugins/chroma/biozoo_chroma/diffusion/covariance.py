@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from biozoo.errors import InvalidArgumentError
-from biozoo_chroma.diffusion.chains import ATOMS, ChainLayout, compute_dtype, linear_recurrence
+from biozoo_chroma.diffusion.chains import ATOMS, ChainLayout, linear_recurrence
+from biozoo_chroma.graph.geometry import compute_dtype
 
 COVARIANCE_MODELS = ("brownian", "globular")
 

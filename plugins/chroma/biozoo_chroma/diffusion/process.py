@@ -27,7 +27,6 @@ from biozoo_chroma.diffusion.align import align_backbone
 from biozoo_chroma.diffusion.chains import (
     ATOMS,
     center_X,
-    compute_dtype,
     impute_masked_X,
     scale_around_mean,
 )
@@ -35,6 +34,7 @@ from biozoo_chroma.diffusion.conditioners import Conditioner
 from biozoo_chroma.diffusion.covariance import PolymerCovariance
 from biozoo_chroma.diffusion.integrators import INTEGRATORS, StepCallback
 from biozoo_chroma.diffusion.schedule import NoiseSchedule, Time, as_time
+from biozoo_chroma.graph.geometry import compute_dtype
 
 X0Func = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

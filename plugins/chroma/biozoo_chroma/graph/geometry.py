@@ -13,6 +13,11 @@ import torch
 import torch.nn.functional as F
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulate in at least float32: chain sums over thousands of atoms lose too much in bf16/fp16."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def normed_vec(v: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """``v / sqrt(|v|^2 + eps)`` along the last axis."""
     return v / torch.sqrt((v**2).sum(-1, keepdim=True) + eps)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import torch
 
-from biozoo_chroma.diffusion.align import _quaternion_matrix
+from biozoo_chroma.superposition import quaternion_matrix
 
 RENAMED_SUFFIXES = {
     "node_norm_layer.weights": "node_norm_layer.weight",
@@ -33,7 +33,7 @@ DROPPED_CONSTANTS = {
     ),
     "frame_builder._R_atom": torch.eye(3).reshape(1, 1, 1, 3, 3),
     # Row 3 r + c: the 4x4 quaternion matrix of the cross-covariance with a single 1 at (r, c).
-    "rmsd.R_to_F": _quaternion_matrix(torch.eye(9).reshape(9, 3, 3)).reshape(9, 16),
+    "rmsd.R_to_F": quaternion_matrix(torch.eye(9).reshape(9, 3, 3)).reshape(9, 16),
 }
 
 

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from biozoo.errors import InvalidArgumentError
-from biozoo_chroma.diffusion.chains import compute_dtype, impute_masked_X
+from biozoo_chroma.diffusion.chains import impute_masked_X
 from biozoo_chroma.diffusion.process import DiffusionProcess, check_backbone
 from biozoo_chroma.diffusion.schedule import NoiseSchedule, Time, as_time
 from biozoo_chroma.graph.builder import ProteinGraph
+from biozoo_chroma.graph.geometry import compute_dtype
 from biozoo_chroma.losses.hbonds import hbond_recovery
 from biozoo_chroma.losses.rmsd import (
     backbone_rmsd,
