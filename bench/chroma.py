@@ -89,6 +89,8 @@ SAMPLE_KW = {  # Chroma.sample's defaults
 }  # fmt: skip
 TSPAN = (1.0, 0.001)
 SEED = 20260131
+DEVICE = torch.device("cpu")  # --device
+DTYPE = torch.float32  # --dtype (biozoo's weights; the reference runs in float32)
 
 
 def log(*args: object) -> None:
@@ -127,7 +129,7 @@ def dither_off_reference() -> None:
 
     def undithered(*args, **kwargs):
         kwargs["dither_eps"] = 0.0
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[DEVICE] if DEVICE.type == "cuda" else []):
             return original(*args, **kwargs)
 
     transforms.average_transforms = undithered
@@ -144,7 +146,7 @@ def reference_side(kwargs: dict) -> tuple[Side, dict[str, torch.Tensor]]:
     from chroma.models.graph_backbone import GraphBackbone
 
     torch.manual_seed(SEED)
-    model = GraphBackbone(**kwargs).eval()
+    model = GraphBackbone(**kwargs).eval().to(DEVICE)
     model.noise_perturb.loss_rmsd.rmsd.dither = False
     d = model.noise_perturb
     noise: dict = {}
@@ -175,6 +177,7 @@ def biozoo_side(kwargs: dict, state: dict[str, torch.Tensor]) -> Side:
 
     model = ChromaBackbone(**kwargs).eval()
     model.load_state_dict(convert_reference_state_dict(state), strict=True)
+    model = model.to(DEVICE, DTYPE)
     model.set_dither(False)
 
     def run(C, X_init, Z_init, Z_steps):
@@ -197,7 +200,7 @@ def inputs(length: int, chains: int, steps: int, seed: int) -> tuple[torch.Tenso
     gen = torch.Generator().manual_seed(seed)
     Z_init = torch.randn(1, length * 4, 3, generator=gen)
     Z_steps = torch.randn(steps, 1, length, 4, 3, generator=gen)
-    return C, alpha_helix(length).contiguous(), Z_init, Z_steps
+    return C.to(DEVICE), alpha_helix(length).contiguous().to(DEVICE), Z_init.to(DEVICE), Z_steps.to(DEVICE)
 
 
 def timed(side: Side, args: tuple[torch.Tensor, ...], seed: int) -> tuple[float, torch.Tensor]:
@@ -205,6 +208,8 @@ def timed(side: Side, args: tuple[torch.Tensor, ...], seed: int) -> tuple[float,
     start = time.perf_counter()
     with torch.no_grad():
         out = side.run(*args)
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
     return time.perf_counter() - start, out
 
 
@@ -267,7 +272,8 @@ def describe_machine(threads: int) -> str:
         pass
     return (
         f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{threads} torch threads, float32"
+        f"{threads} torch threads, biozoo {str(DTYPE).removeprefix('torch.')}"
+        + (f", on {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else "")
     )
 
 
@@ -284,7 +290,14 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="time biozoo alone")
     parser.add_argument("--profile", action="store_true", help="profile one run per side at the first L/chains")
     parser.add_argument("--quick", action="store_true", help="L=32,64, 1 round, a 20-step sample")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]; both sides run there")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="biozoo's weights (with --no-reference: the reference runs in float32 only)")
     args = parser.parse_args()
+    global DEVICE, DTYPE
+    DEVICE, DTYPE = torch.device(args.device), getattr(torch, args.dtype)
+    if args.dtype != "float32" and not args.no_reference:
+        parser.error("--dtype other than float32 needs --no-reference")
     if args.quick:
         args.lengths, args.rounds, args.sample_steps = "32,64", 1, 20
     torch.set_num_threads(args.threads)
