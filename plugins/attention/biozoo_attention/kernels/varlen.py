@@ -27,10 +27,23 @@ padding:
 Both support causal (bottom-right, in original positions, so holes in the
 mask are handled), GQA (``enable_gqa``), custom scale and dropout, and accept
 only ``key_padding`` masks (or none).
+
+On CUDA in float16/bfloat16 (non-causal, no dropout) both take a packed path
+instead of the per-group loop: the valid keys of the whole batch are packed
+into one ``[tokens, H, D]`` tensor and a single flash-attention varlen call
+(``torch.nn.attention.varlen.varlen_attn``, torch >= 2.10) attends each query
+to its own sequence's keys. ``varlen`` still computes every query row (packed
+at full length); ``varlen-self`` packs the queries too. Non-causal attention
+does not depend on key order, so any key-padding pattern is exact; the only
+host synchronisation is the packing's count of valid keys.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -73,6 +86,9 @@ class VarlenProcessor:
         query_keep = call.query_keep
         if query_keep is None and self.skip_padded_queries and sq == skv:
             query_keep = keep
+        if packed_path_applies(q, call):
+            qk = None if query_keep is None else query_keep.to(torch.bool)
+            return AttentionResult(packed_attention(q, k, v, keep, qk, call.scale, _flash_varlen()))
         out = q.new_zeros(b, h, sq, v.shape[-1])
         for rows, kidx, qidx in _groups(keep, None if query_keep is None else query_keep.to(torch.bool)):
             if kidx.numel() == 0 or (qidx is not None and qidx.numel() == 0):
@@ -105,6 +121,81 @@ class VarlenSelfProcessor(VarlenProcessor):
     skip_padded_queries = True
     # zeros at padded query rows: not the contract's function there, so never `auto`
     caps = replace(VarlenProcessor.caps, exact=False, approximate=True)
+
+
+# -- the packed path (CUDA, half precision) -------------------------------------------------------------------
+
+PackedKernel = Callable[..., torch.Tensor]  # (q [Tq,H,D], k [Tk,H,D], v, cu_q, cu_k, max_q, max_k, scale) -> out
+
+
+@functools.cache
+def _flash_varlen() -> PackedKernel | None:
+    """torch's flash-attention varlen entry point, adapted to one signature (``None`` where torch lacks it)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    takes_scale = "scale" in inspect.signature(varlen_attn).parameters  # torch 2.10 has no scale argument
+
+    def kernel(q, k, v, cu_q, cu_k, max_q, max_k, scale):  # type: ignore[no-untyped-def]
+        if scale is not None and not takes_scale:
+            q = q * (scale * math.sqrt(q.shape[-1]))  # its default scale is 1/sqrt(D)
+            scale = None
+        extra = {"scale": scale} if takes_scale and scale is not None else {}
+        return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, **extra)
+
+    return kernel
+
+
+def packed_path_applies(q: torch.Tensor, call: AttentionCall) -> bool:
+    """Flash varlen's domain: CUDA, float16/bfloat16, head size a multiple of 8 up to 256, no causal, no dropout."""
+    return (
+        q.is_cuda
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and q.shape[-1] % 8 == 0
+        and q.shape[-1] <= 256
+        and not call.causal
+        and call.dropout_p == 0.0
+        and _flash_varlen() is not None
+    )
+
+
+def packed_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    keep: torch.Tensor,
+    query_keep: torch.Tensor | None,
+    scale: float | None,
+    kernel: PackedKernel | None,
+) -> torch.Tensor:
+    """Non-causal attention of ``q [B,H,Sq,D]`` over the kept keys of ``k``/``v`` through one packed varlen call.
+
+    Keys (and, with ``query_keep``, queries) are packed across the batch; without ``query_keep`` every query row
+    is kept at full length. Rows without a valid key, and dropped query rows, are zero. ``kernel`` takes packed
+    ``[tokens, H, D]`` tensors and int32 cumulative lengths (flash-attention's varlen convention).
+    """
+    assert kernel is not None
+    b, h, sq, d = q.shape
+    if k.shape[1] != h:  # GQA: the packed kernel wants as many key heads as query heads
+        k, v = k.repeat_interleave(h // k.shape[1], dim=1), v.repeat_interleave(h // v.shape[1], dim=1)
+    k_rows, v_rows = k.transpose(1, 2)[keep], v.transpose(1, 2)[keep]  # [Tk, H, D]: the one host sync
+    cu_k = F.pad(keep.sum(1).cumsum(0), (1, 0)).to(torch.int32)
+    skv = keep.shape[1]
+    if query_keep is None:
+        q_rows = q.transpose(1, 2).reshape(b * sq, h, d)
+        cu_q = torch.arange(0, (b + 1) * sq, sq, device=q.device, dtype=torch.int32)
+    else:
+        q_rows = q.transpose(1, 2)[query_keep]
+        cu_q = F.pad(query_keep.sum(1).cumsum(0), (1, 0)).to(torch.int32)
+    out_rows = kernel(q_rows, k_rows, v_rows, cu_q, cu_k, sq, skv, scale)  # upper bounds: no sync for the max
+    if query_keep is None:
+        out = out_rows.reshape(b, sq, h, -1)
+    else:
+        out = out_rows.new_zeros(b, sq, h, out_rows.shape[-1])
+        out[query_keep] = out_rows
+    has_keys = keep.any(dim=1).to(out.dtype)[:, None, None, None]  # rows with nothing to attend to are zero
+    return (out * has_keys).transpose(1, 2)
 
 
 def _groups(
@@ -180,7 +271,6 @@ def _sdpa(
         q, k, v, attn_mask=keep, dropout_p=call.dropout_p, is_causal=square_causal, scale=call.scale, enable_gqa=gqa
     )
     if keep is not None:
-        dead = ~keep.any(dim=-1)
-        if bool(dead.any()):
-            out = out.masked_fill(dead[:, None], 0.0)
+        dead = ~keep.any(dim=-1)  # no `if dead.any()`: that would wait for the GPU on every call
+        out = out.masked_fill(dead[:, None], 0.0)
     return out
