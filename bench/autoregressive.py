@@ -41,6 +41,15 @@ What runs (one invocation, one process for the timings; torch's default thread c
 
 If the reference cannot be imported, its rows are skipped with a message (biozoo's still run).
 
+**Cells per second** (``--cells N``, on its own): what ``zoo generate autoregressive/pbmc-small -n N``
+does (the shipped model, its default max length, batches of 64 on CPU and 1024 on a GPU unless
+``--batch-size``; writing the h5ad included), on ``--device`` (cpu, cuda), after a small warm-up
+run; ``--compile`` and ``--sync-every`` pass through to ``generate``. Reports cells/s and genes/s
+(JSON with ``--json``):
+
+    .venv/bin/python bench/autoregressive.py --cells 256                 # CPU
+    python bench/autoregressive.py --cells 1000 --device cuda            # the GPU run
+
 Run (from the repository root; check ``uptime`` first, the machine has 2 shared vCPUs):
 
     .venv/bin/python bench/autoregressive.py            # full (~7 min on the idle 2-core machine)
@@ -240,6 +249,47 @@ def bench_generation(sizes: Sizes) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def bench_cells_per_second(
+    n_cells: int, device: str, batch_size: int | None, compile: bool, sync_every: int | None
+) -> dict[str, Any]:
+    """``zoo generate autoregressive/pbmc-small -n n_cells`` on ``device``, timed (after a warm-up batch)."""
+    import tempfile
+
+    from biozoo_autoregressive import tasks
+
+    model = biozoo.load("autoregressive/pbmc-small", device=device)
+    original = type(model).generate
+
+    def generate(self: Any, n: int, **kw: Any) -> Any:  # sync_every is the decoder's own option, not the task's
+        return original(self, n, **kw, **({} if sync_every is None else {"sync_every": sync_every}))
+
+    type(model).generate = generate
+    options = {"batch_size": batch_size, "compile": compile}
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            warm = min(n_cells, batch_size or 64)
+            tasks.generate(model, Path(folder) / "warm.h5ad", n_cells=warm, progress=False, **options)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            result = tasks.generate(model, Path(folder) / "cells.h5ad", n_cells=n_cells, **options)
+            seconds = time.perf_counter() - start
+    finally:
+        type(model).generate = original
+    genes = result["genes_per_cell"] * result["cells"]
+    return {
+        "device": device if not device.startswith("cuda") else f"{device} ({torch.cuda.get_device_name(device)})",
+        "cells": n_cells,
+        "batch_size": batch_size or (tasks.GENERATE_BATCH_CPU if device == "cpu" else tasks.GENERATE_BATCH_GPU),
+        "compile": compile,
+        "sync_every": sync_every,
+        "seconds": seconds,
+        "cells_per_s": n_cells / seconds,
+        "genes_per_s": genes / seconds,
+        "genes_per_cell": result["genes_per_cell"],
+    }
 
 
 # -- training ----------------------------------------------------------------------------------------------------
@@ -527,9 +577,28 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--cells", type=int, help="only time `zoo generate autoregressive/pbmc-small -n CELLS`")
+    parser.add_argument("--device", default="cpu", help="with --cells: cpu, cuda, cuda:N")
+    parser.add_argument("--batch-size", type=int, help="with --cells: cells per batch (default: 64 CPU, 1024 GPU)")
+    parser.add_argument("--compile", action="store_true", help="with --cells: torch.compile each decoding step")
+    parser.add_argument("--sync-every", type=int, help="with --cells: steps between host checks")
     args = parser.parse_args()
     if args.memory_worker:
         memory_worker(args.memory_worker, args.reference_src)
+        return
+    if args.cells:
+        load = loadavg()
+        row = bench_cells_per_second(args.cells, args.device, args.batch_size, args.compile, args.sync_every)
+        row |= {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model()}
+        row |= {"load_before": load, "load_after": loadavg()}
+        print(
+            f"zoo generate autoregressive/pbmc-small -n {row['cells']} on {row['device']} (batch {row['batch_size']}, "
+            f"compile {row['compile']}, torch {row['torch']}, {row['threads']} threads, load {load} -> "
+            f"{row['load_after']}): {row['seconds']:.1f} s, {row['cells_per_s']:.1f} cells/s, "
+            f"{row['genes_per_s']:,.0f} genes/s ({row['genes_per_cell']:.0f} genes per cell)"
+        )
+        if args.json:
+            args.json.write_text(json.dumps(row, indent=2))
         return
 
     sizes = QUICK if args.quick else FULL

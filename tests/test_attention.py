@@ -174,6 +174,25 @@ def test_causal_stack_with_kv_cache_matches_full_pass() -> None:
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_static_kv_cache_gives_the_growing_caches_outputs_and_drops_rows() -> None:
+    """Buffers written in place (prefill of 2, then 1 token at a time) = the concatenating cache, bit for bit."""
+    torch.manual_seed(8)
+    stack = TransformerEncoder(16, 2, 2, 32, dropout=0.0, norm_first=True, causal=True, packed_qkv=True).eval()
+    x = torch.randn(3, 6, 16)
+    chunks = [(0, 2), (2, 3), (3, 4), (4, 5), (5, 6)]
+    with torch.no_grad():
+        growing, static = KVCache(), KVCache(max_length=6)
+        want = [stack(x[:, a:b], cache=growing, position_offset=a) for a, b in chunks]
+        got = [stack(x[:, a:b], cache=static, position_offset=a) for a, b in chunks]
+        assert static.length() == 6 and all(k.shape == (3, 2, 6, 8) for k, _ in static.layers.values())
+        for a, b in zip(want, got, strict=True):
+            assert torch.equal(a, b)
+        static.select(torch.tensor([True, False, True]))  # a finished row leaves the batch
+        assert all(k.shape[0] == 2 for k, _ in static.layers.values())
+        with pytest.raises(ValueError, match="holds 6 positions"):
+            stack(x[:2, :1], cache=static, position_offset=6)
+
+
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_decoder_layer_matches_torch(norm_first: bool) -> None:
     torch.manual_seed(4)

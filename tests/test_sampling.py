@@ -34,6 +34,20 @@ def test_greedy_seeded_and_temperature() -> None:
     assert math.isclose(float((hot == 3).float().mean()), 0.25, abs_tol=0.03)
 
 
+def test_sync_free_draws_follow_the_same_distribution() -> None:
+    """The exponential race (no GPU wait) samples the multinomial's distribution, respects top-k, is seeded."""
+    logits = LOGITS.expand(8000, 4)
+
+    def draws(seed: int, **kw) -> torch.Tensor:
+        return sample_logits(logits, generator=torch.Generator().manual_seed(seed), sync_free=True, **kw)
+
+    assert torch.equal(draws(1), draws(1)) and not torch.equal(draws(1), draws(2))
+    freq = torch.bincount(draws(2), minlength=4).float() / 8000
+    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.02, rtol=0)
+    assert set(draws(3, top_k=2).tolist()) == {0, 1}
+    assert sample_logits(LOGITS, temperature=0, sync_free=True).tolist() == [0]
+
+
 def test_bad_settings_are_refused() -> None:
     for kwargs in ({"temperature": -1}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.2}):
         with pytest.raises(ValueError):

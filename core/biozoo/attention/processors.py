@@ -122,7 +122,7 @@ class SdpaProcessor:
         sq, skv = q.shape[-2], k.shape[-2]
         gqa = k.shape[1] != q.shape[1]
         is_causal = call.causal and call.mask is None and sq == skv
-        if is_causal:
+        if is_causal or (call.causal and call.mask is None and sq == 1):  # one query (decoding) sees every key
             mask = None
         else:
             keep, bias = combined_bias(call, sq, skv, q.dtype, q.device)
@@ -137,11 +137,10 @@ class SdpaProcessor:
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=call.dropout_p, is_causal=is_causal, scale=call.scale, enable_gqa=gqa
         )
-        if mask is not None:
+        if mask is not None:  # rows with nothing to attend to: zeros (no `if dead.any()`: that waits for the GPU)
             if mask.dtype == torch.bool:
                 dead = ~mask.any(dim=-1, keepdim=True)
             else:
                 dead = torch.isneginf(mask).all(dim=-1, keepdim=True)
-            if bool(dead.any()):
-                out = out.masked_fill(dead, 0.0)
+            out = out.masked_fill(dead, 0.0)
         return AttentionResult(out)

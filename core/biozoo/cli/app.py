@@ -537,8 +537,13 @@ def generate_cmd(
         typer.Option(callback=_probability, help="nucleus sampling: smallest set with this probability"),
     ] = None,
     seed: Annotated[int, typer.Option(min=0, help="seed of the sampler")] = 0,
-    batch_size: BatchSize = 64,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="cells per batch (default: 64 on CPU, 1024 on a GPU)")
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute every prefix (slow; for checks)")] = False,
+    compiled: Annotated[
+        bool, typer.Option("--compile", help="torch.compile each decoding step (the first batch pays for it)")
+    ] = False,
     device: Device = None,
     processor: Processor = None,
     overwrite: Overwrite = False,
@@ -560,6 +565,7 @@ def generate_cmd(
             seed=seed,
             batch_size=batch_size,
             use_cache=not no_cache,
+            compile=compiled,
         )
     out.print(
         f"[bold green]generated[/] {result['cells']} cells ({result['genes_per_cell']:.0f} genes per cell on "

@@ -57,19 +57,51 @@ def make_norm(kind: str | None, dim: int, eps: float) -> nn.Module | None:
 
 @dataclass
 class KVCache:
-    """Keys and values seen so far, per attention module, for incremental decoding."""
+    """Keys and values seen so far, per attention module, for incremental decoding.
+
+    Growing (``max_length=None``): each update concatenates, so every step copies the whole cache.
+    Static (``max_length`` set): each module gets one ``[B, heads, max_length, head_dim]`` buffer
+    per keys and values on first use, written in place at the update's position, and attention
+    reads a view of the first ``position + S`` entries: no copies and no new allocations per step
+    (what a GPU decoding loop needs). Both give the same keys and values.
+    """
 
     layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    max_length: int | None = None
+    filled: dict[int, int] = field(default_factory=dict)  #: static: positions written, per module
 
     def length(self) -> int:
+        if self.max_length is not None:
+            return max(self.filled.values(), default=0)
         return next(iter(self.layers.values()))[0].shape[-2] if self.layers else 0
 
-    def update(self, key: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if key in self.layers:
-            old_k, old_v = self.layers[key]
-            k, v = torch.cat([old_k, k], dim=-2), torch.cat([old_v, v], dim=-2)
-        self.layers[key] = (k, v)
-        return k, v
+    def update(
+        self, key: int, k: torch.Tensor, v: torch.Tensor, position: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add ``k``/``v`` ``[B, heads, S, head_dim]`` at ``position`` (static; default: after what is
+        there; a growing cache always appends); returns every key and value up to and including them."""
+        if self.max_length is None:
+            if key in self.layers:
+                old_k, old_v = self.layers[key]
+                k, v = torch.cat([old_k, k], dim=-2), torch.cat([old_v, v], dim=-2)
+            self.layers[key] = (k, v)
+            return k, v
+        start = self.filled.get(key, 0) if position is None else position
+        end = start + k.shape[-2]
+        if end > self.max_length:
+            raise ValueError(f"the static KV cache holds {self.max_length} positions; position {end - 1} is past it")
+        if key not in self.layers:
+            b, h, _, d = k.shape
+            self.layers[key] = (k.new_zeros(b, h, self.max_length, d), v.new_zeros(b, h, self.max_length, v.shape[-1]))
+        buffer_k, buffer_v = self.layers[key]
+        buffer_k[:, :, start:end].copy_(k)
+        buffer_v[:, :, start:end].copy_(v)
+        self.filled[key] = end
+        return buffer_k[:, :, :end], buffer_v[:, :, :end]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows ``rows`` (index or bool mask), e.g. when finished sequences leave the batch."""
+        self.layers = {key: (k[rows], v[rows]) for key, (k, v) in self.layers.items()}
 
 
 class MultiHeadAttention(AttentionSettable, nn.Module):
@@ -174,7 +206,7 @@ class MultiHeadAttention(AttentionSettable, nn.Module):
         if rotary is not None:
             q, k = rotary.rotate(q, k, offset=position_offset)
         if cache is not None:
-            k, v = cache.update(id(self), k, v)
+            k, v = cache.update(id(self), k, v, position_offset)
         self_padded = context is None and cache is None and key_padding_mask is not None
         call = AttentionCall(
             mask=_to_mask(key_padding_mask, attn_mask, q.dtype),

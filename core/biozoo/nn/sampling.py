@@ -76,12 +76,20 @@ def sample_logits(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    sync_free: bool = False,
 ) -> torch.Tensor:
-    """``[..., V]`` logits -> ``[...]`` token ids. ``temperature=0`` is greedy (argmax)."""
+    """``[..., V]`` logits -> ``[...]`` token ids. ``temperature=0`` is greedy (argmax).
+
+    ``sync_free`` draws by the exponential race (``argmax(p / E)`` with ``E ~ Exp(1)``: the same
+    distribution as ``torch.multinomial``, other draws for a seed) because ``torch.multinomial``
+    waits for the GPU on every call; the default keeps the draws that earlier runs made.
+    """
     check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
     probs = logits.softmax(dim=-1)
+    if sync_free:
+        return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])

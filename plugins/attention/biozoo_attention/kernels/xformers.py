@@ -76,9 +76,8 @@ class XformersProcessor:
         out = xops.memory_efficient_attention(qs, ks, vs, attn_bias=attn_bias, p=call.dropout_p, scale=call.scale)
         out = out.transpose(1, 2)
         if keep is not None or bias is not None:
-            dead = ~torch.isfinite(full).any(dim=-1, keepdim=True)
-            if bool(dead.any()):
-                out = out.masked_fill(dead, 0.0)
+            dead = ~torch.isfinite(full).any(dim=-1, keepdim=True)  # no `if dead.any()`: no wait for the GPU
+            out = out.masked_fill(dead, 0.0)
         elif call.causal and sq > skv:
             out[:, :, : sq - skv] = 0.0
         return AttentionResult(out)
