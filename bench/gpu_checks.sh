@@ -13,8 +13,9 @@
 #   tests.log        the CUDA tests (attention conformance on CUDA, chroma on CUDA, precision on CUDA)
 #   gpu_embed.md     scGPT whole-human embedding vs the reference (bench/gpu_embed.py), .json beside it
 #   syncs.md         host synchronisations in the hot paths (bench/cuda_syncs.py)
-#   generate.md      autoregressive generation, GPU and CPU (bench/autoregressive.py --generate)
+#   generate.md      `zoo generate autoregressive/pbmc-small -n 1000` on the GPU, and 256 cells on its CPUs
 #   chroma.md        Chroma per SDE step vs the reference on the GPU, and biozoo in bfloat16 there
+#   cli.log          the README's commands on the GPU in bfloat16, on real cells (examples/pbmc68k_test.h5ad), timed
 #   log.txt          everything the steps wrote to stderr
 set -u -o pipefail
 OUT=${1:-gpu-results}
@@ -35,12 +36,18 @@ if [ "${1:-}" = "--install" ]; then
     echo "installed in $(( $(date +%s) - start )) s" >>"$LOG"
 fi
 
-step() {  # step NAME SECONDS OUTFILE COMMAND...
+step() {  # step NAME SECONDS OUTFILE COMMAND... (a shell function as COMMAND runs in a subshell)
     local name=$1 limit=$2 outfile=$3
     shift 3
     local start=$(date +%s)
     echo "== $name (limit ${limit}s)" >>"$LOG"
-    timeout "$limit" "$@" >>"$outfile" 2>>"$LOG"
+    if declare -F "$1" >/dev/null; then
+        export -f "$1"
+        export DEVICE
+        timeout "$limit" bash -c "$1" >>"$outfile" 2>&1
+    else
+        timeout "$limit" "$@" >>"$outfile" 2>>"$LOG"
+    fi
     echo "== $name: exit $? after $(( $(date +%s) - start )) s" | tee -a "$LOG" >>"$outfile"
 }
 
@@ -52,17 +59,32 @@ export BIOZOO_CUDA_TESTS_DEVICE=$DEVICE
 { nvidia-smi; "$PY" -c "import torch, biozoo; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"; } \
     >"$OUT/env.txt" 2>&1
 
-step tests 100 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -rs \
+step tests 80 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -rs \
     plugins/attention/tests/test_attention_cuda.py plugins/chroma/tests/test_chroma_cuda.py \
     $(ls tests/test_*cuda*.py plugins/*/tests/test_*cuda*.py 2>/dev/null | grep -v -e attention_cuda -e chroma_cuda)
-step gpu_embed 200 "$OUT/gpu_embed.md" "$PY" bench/gpu_embed.py --device "$DEVICE" --rounds 2 $QUICK \
+step tests_generation 40 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -rs -k cuda \
+    plugins/autoregressive/tests/test_autoregressive_decoding.py
+step gpu_embed 180 "$OUT/gpu_embed.md" "$PY" bench/gpu_embed.py --device "$DEVICE" --rounds 2 $QUICK \
     --out "$OUT/gpu_embed.json"
+step generate 40 "$OUT/generate.md" "$PY" bench/autoregressive.py --cells 1000 --device "$DEVICE"
+step generate_bs256 25 "$OUT/generate.md" "$PY" bench/autoregressive.py --cells 1000 --device "$DEVICE" --batch-size 256
+step generate_cpu 30 "$OUT/generate.md" "$PY" bench/autoregressive.py --cells 256 --device cpu
+cli() {  # the README's commands on the device in bfloat16, each timed; stops at the first failure
+    local w; w=$(mktemp -d)
+    local cells=examples/pbmc68k_test.h5ad
+    set -x
+    time zoo embed scgpt/cls $cells -o $w/e.h5ad --device "$DEVICE" --dtype bfloat16 &&
+    time zoo annotate scgpt/cls $cells -o $w/a.h5ad --device "$DEVICE" --dtype bfloat16 &&
+    time zoo finetune scgpt/cls $cells --label-column bulk_labels --epochs 1 -o $w/ft --device "$DEVICE" \
+        --dtype bfloat16 &&
+    time zoo generate autoregressive/pbmc-small -n 1000 -o $w/g.h5ad --device "$DEVICE" --dtype bfloat16 &&
+    time zoo generate autoregressive/pbmc-small -n 1000 -o $w/g32.h5ad --device "$DEVICE" &&
+    time zoo sample chroma/demo --length 100 -n 4 --steps 100 -o $w/s --device "$DEVICE"
+}
+step cli 90 "$OUT/cli.log" cli
 if [ "$DEVICE" != cpu ]; then
-    step syncs 45 "$OUT/syncs.md" "$PY" bench/cuda_syncs.py
+    step syncs 40 "$OUT/syncs.md" "$PY" bench/cuda_syncs.py
 fi
-if "$PY" bench/autoregressive.py --help 2>/dev/null | grep -q -- "--generate"; then
-    step generate 60 "$OUT/generate.md" "$PY" bench/autoregressive.py --generate --device "$DEVICE"
-fi
-step chroma 90 "$OUT/chroma.md" "$PY" bench/chroma.py --device "$DEVICE" --rounds 3 --sample-steps 100 $QUICK
-step chroma_bf16 30 "$OUT/chroma.md" "$PY" bench/chroma.py --device "$DEVICE" --no-reference --dtype bfloat16 \
+step chroma 70 "$OUT/chroma.md" "$PY" bench/chroma.py --device "$DEVICE" --rounds 3 --sample-steps 100 $QUICK
+step chroma_bf16 25 "$OUT/chroma.md" "$PY" bench/chroma.py --device "$DEVICE" --no-reference --dtype bfloat16 \
     --rounds 3 --sample-steps 0 $QUICK
