@@ -36,9 +36,14 @@ if [ "${1:-}" = "--install" ]; then
     echo "installed in $(( $(date +%s) - start )) s" >>"$LOG"
 fi
 
+STEPS=${STEPS:-all}  # e.g. STEPS="tests gpu_embed generate": only those steps
+
 step() {  # step NAME SECONDS OUTFILE COMMAND... (a shell function as COMMAND runs in a subshell)
     local name=$1 limit=$2 outfile=$3
     shift 3
+    if [ "$STEPS" != all ] && [[ " $STEPS " != *" $name "* ]]; then
+        return 0
+    fi
     local start=$(date +%s)
     echo "== $name (limit ${limit}s)" >>"$LOG"
     if declare -F "$1" >/dev/null; then
