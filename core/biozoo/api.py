@@ -196,23 +196,11 @@ def _inside(folder: Path, relative: str) -> Path:
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    import torch
+    """A dtype name (``bfloat16``/``bf16``, ``float16``/``fp16``, ``float32``/``fp32``, ``float64``) -> the dtype,
+    or a clear error naming ``--dtype`` (checked before anything is loaded)."""
+    from biozoo.nn.precision import parse_dtype as parse
 
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    names = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float64": torch.float64,
-    }
-    try:
-        return names[dtype]
-    except KeyError:
-        raise ManifestError(f"unknown dtype {dtype!r}", f"use one of {', '.join(names)}") from None
+    return parse(dtype)
 
 
 def parse_device(device: str | torch.device | None) -> torch.device | None:

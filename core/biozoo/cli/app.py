@@ -336,14 +336,41 @@ def publish_cmd(
     sys.stdout.flush()
 
 
-def _task(task: str, model: str, device: str | None, processor: str | None):
-    """Load ``model`` and find the plugin function that performs ``task`` for its architecture."""
+def _task(task: str, model: str, device: str | None, processor: str | None, dtype: str | None = None):
+    """Load ``model`` (weights cast to ``dtype`` when given) and find the plugin function for ``task``."""
     from biozoo import api
     from biozoo.registry import get_registry
 
     api.parse_device(device)  # a bad --device fails before the model is fetched or loaded
-    loaded = api.load(model, device=device, processor=processor)
+    loaded = api.load(model, device=device, processor=processor, dtype=dtype)
     return loaded, get_registry().task(task, loaded.zoo_manifest.architecture.name)
+
+
+def _precision(device: str | None, dtype: str | None, autocast: bool) -> contextlib.AbstractContextManager:
+    """Check ``--device`` and ``--dtype`` before anything is loaded; the context ``--autocast`` asks for.
+
+    ``--autocast`` runs the model calls under ``torch.autocast`` in the ``--dtype`` when it is a half
+    type, else the device's half type (bfloat16 where supported); weights keep their dtype.
+    """
+    from biozoo import api
+    from biozoo.nn import precision
+
+    where = api.parse_device(device) or "cpu"  # unmoved weights stay where they were mapped: the CPU
+    return precision.autocast(where, precision.autocast_dtype(where, api.parse_dtype(dtype), autocast))
+
+
+def _training_precision(device: str | None, dtype: str | None, autocast: bool) -> dict[str, Any]:
+    """``zoo finetune``'s ``dtype=`` option: the mixed-precision dtype (``--autocast``: the device's half type),
+    checked before anything is loaded; empty when neither flag is given (the task's default)."""
+    from biozoo import api
+    from biozoo.nn import precision
+
+    where = api.parse_device(device) or "cpu"
+    chosen = precision.autocast_dtype(where, api.parse_dtype(dtype), autocast) if autocast else api.parse_dtype(dtype)
+    if chosen is None:
+        return {}
+    precision.training_precision(chosen, chosen)  # float64 is refused here, not after loading
+    return {"dtype": chosen}
 
 
 def _check_input(source: Path) -> None:
@@ -388,6 +415,16 @@ Layer = Annotated[str | None, typer.Option(help="layer to read instead of X")]
 Seed = Annotated[int, typer.Option(min=0, help="seed for binning ties and gene subsampling")]
 BatchSize = Annotated[int, typer.Option(min=1, help="cells per batch")]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, mps")]
+DType = Annotated[
+    str | None,
+    typer.Option(help="cast the weights: bfloat16, float16, float32 (bf16, fp16, fp32, float64; default: as stored)"),
+]
+Autocast = Annotated[
+    bool,
+    typer.Option(
+        "--autocast", help="run under torch.autocast in the --dtype's half type or the device's (bfloat16 on CPU)"
+    ),
+]
 Processor = Annotated[str | None, typer.Option(help="attention processor")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace the output if it exists")]
 
@@ -402,12 +439,14 @@ def embed_cmd(
     batch_size: BatchSize = 64,
     seed: Seed = 0,
     device: Device = None,
+    dtype: DType = None,
+    autocast: Autocast = False,
     processor: Processor = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed) in uns."""
+    """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed, precision) in uns."""
     options = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed}
-    result = _cells_task("embed", model, source, output, overwrite, device, processor, options)
+    result = _cells_task("embed", model, source, output, overwrite, device, processor, options, dtype, autocast)
     out.print(
         f"[bold green]embedded[/] {result['cells']} cells ({result['dims']} dims) -> {escape(str(output))} "
         f"{escape(result['key'])}",
@@ -425,14 +464,19 @@ def _cells_task(
     device: str | None,
     processor: str | None,
     options: dict[str, Any],
+    dtype: str | None = None,
+    autocast: bool = False,
 ) -> dict[str, Any]:
-    """Check the paths, then run ``task`` on the cells of ``source`` into a staged ``output`` (published on success)."""
+    """Check the paths and precision, then run ``task`` on the cells of ``source`` into a staged ``output``
+    (published on success)."""
     from biozoo.utils.atomic import staged_output
 
     _check_h5ad_paths(source, output)
+    amp = _precision(device, dtype, autocast)
     with staged_output(output, overwrite=overwrite, needed=source.stat().st_size) as stage:
-        loaded, run = _task(task, model, device, processor)
-        return run(loaded, source, stage, **options)
+        loaded, run = _task(task, model, device, processor, dtype)
+        with amp:
+            return run(loaded, source, stage, **options)
 
 
 def _print_steps(result: dict[str, Any]) -> None:
@@ -450,12 +494,14 @@ def annotate_cmd(
     batch_size: BatchSize = 64,
     seed: Seed = 0,
     device: Device = None,
+    dtype: DType = None,
+    autocast: Autocast = False,
     processor: Processor = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Predicted cell type and its confidence into obs (<model>_label, <model>_confidence)."""
     options = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed}
-    result = _cells_task("annotate", model, source, output, overwrite, device, processor, options)
+    result = _cells_task("annotate", model, source, output, overwrite, device, processor, options, dtype, autocast)
     out.print(
         f"[bold green]annotated[/] {result['cells']} cells -> {escape(str(output))} "
         f"{escape(result.get('key', ''))} (mean confidence {result['mean_confidence']:.2f})",
@@ -488,6 +534,13 @@ def finetune_cmd(
     batch_size: BatchSize = 32,
     seed: Seed = 0,
     device: Device = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(help="bfloat16 or float16: mixed precision on float32 weights; float32 (default): none"),
+    ] = None,
+    autocast: Annotated[
+        bool, typer.Option("--autocast", help="mixed precision in the device's half type (bfloat16 on CPU)")
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="replace the output model folder if it exists")
     ] = False,
@@ -496,8 +549,9 @@ def finetune_cmd(
     from biozoo.utils.atomic import staged_output
 
     _check_input(source)
+    precision = _training_precision(device, dtype, autocast)
     with staged_output(output, overwrite=overwrite, folder=True) as stage:
-        loaded, finetune = _task("finetune", model, device, None)
+        loaded, finetune = _task("finetune", model, device, None)  # as stored: float32 master weights
         report = finetune(
             loaded,
             source,
@@ -512,6 +566,7 @@ def finetune_cmd(
             var_column=var_column,
             layer=layer,
             model_id=model_id,
+            **precision,
         )
     out.print(
         f"[bold green]fine-tuned[/] {report['epochs_run']} epochs (best {report['best_epoch']}), "
@@ -545,6 +600,8 @@ def generate_cmd(
         bool, typer.Option("--compile", help="torch.compile each decoding step (the first batch pays for it)")
     ] = False,
     device: Device = None,
+    dtype: DType = None,
+    autocast: Autocast = False,
     processor: Processor = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -552,8 +609,9 @@ def generate_cmd(
     from biozoo.utils.atomic import staged_output
 
     _check_h5ad_paths(None, output)
-    with staged_output(output, overwrite=overwrite) as stage:
-        loaded, generate = _task("generate", model, device, processor)
+    amp = _precision(device, dtype, autocast)
+    with staged_output(output, overwrite=overwrite) as stage, amp:
+        loaded, generate = _task("generate", model, device, processor, dtype)
         result = generate(
             loaded,
             stage,

@@ -8,6 +8,7 @@ from torch import nn
 from biozoo.components.base import Component
 from biozoo.components.ports import Port, Ports
 from biozoo.nn.checks import ConfigError, check_int, check_probability
+from biozoo.nn.precision import upcast
 from biozoo.plugins.declarations import ComponentKind
 
 POOLINGS = ("cls", "mean", "max")
@@ -18,10 +19,10 @@ def pool(hidden: torch.Tensor, padding_mask: torch.Tensor | None, how: str) -> t
     if how == "cls":
         return hidden[:, 0]
     keep = None if padding_mask is None else (~padding_mask).unsqueeze(-1)
-    if how == "mean":
+    if how == "mean":  # a sum over the tokens: float32 in half precision, cast back
         if keep is None:
-            return hidden.mean(dim=1)
-        return (hidden * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+            return upcast(hidden).mean(dim=1).to(hidden.dtype)
+        return ((upcast(hidden) * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)).to(hidden.dtype)
     if how == "max":
         if keep is None:
             return hidden.amax(dim=1)

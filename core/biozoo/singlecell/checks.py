@@ -136,8 +136,25 @@ def refuse_non_finite(values: Any, model: Any, what: str) -> None:
         return
     model_id = getattr(getattr(model, "zoo_manifest", None), "id", None)
     name = model_id or "the model"
+    if _runs_in_float16(model):  # float16 tops out at 65504: large activations overflow to inf
+        raise ModelOutputError(
+            f"{name} produced NaN or infinite {what} in float16; nothing was written",
+            "float16 overflowed: use --dtype bfloat16 (same speed, float32's range) or --dtype float32",
+        )
     raise ModelOutputError(
         f"{name} produced NaN or infinite {what}; nothing was written",
         f"its weights may be broken: check them with `zoo verify {model_id or 'MODEL'}`, "
         "and re-download or re-convert the model",
     )
+
+
+def _runs_in_float16(model: Any) -> bool:
+    """True when ``model``'s weights or the current autocast are float16 (no device sync: dtypes only)."""
+    import torch
+
+    from biozoo.nn.precision import current_autocast, param_dtype
+
+    if not isinstance(model, torch.nn.Module):
+        return False
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return torch.float16 in (param_dtype(model), current_autocast(device))

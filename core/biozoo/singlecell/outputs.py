@@ -36,7 +36,10 @@ def model_preprocessing(model: Any) -> tuple[Any, Any, Path]:
 
 
 def provenance(model: Any, task: str, plugin: str, seed: int | None, steps: list[str] | None = None) -> dict:
-    """Model id, where it came from, weight hashes, plugin version, seed and preprocessing steps."""
+    """Model id, where it came from, weight hashes, plugin version, seed, preprocessing steps and the precision
+    it ran in (weights' dtype, autocast dtype or "off": outputs of bfloat16 runs differ from float32 ones)."""
+    from biozoo.nn.precision import describe
+
     manifest = model.zoo_manifest
     return {
         "task": task,
@@ -46,6 +49,7 @@ def provenance(model: Any, task: str, plugin: str, seed: int | None, steps: list
         "plugin": plugin,
         "seed": -1 if seed is None else seed,
         "preprocessing": steps or [],
+        "precision": describe(model),
     }
 
 

@@ -29,6 +29,7 @@ from biozoo.components.ports import Port
 from biozoo.errors import BiozooError
 from biozoo.nn.heads import pool
 from biozoo.nn.positional import RotaryPositionalEncoding
+from biozoo.nn.precision import upcast
 from biozoo.nn.transformer import TransformerEncoder
 from biozoo_autoregressive.scmodelforge_folder import MODEL_KEYS
 
@@ -122,6 +123,11 @@ class CellTokenEmbedding(nn.Module):
         if self.bin_embedding is not None and bin_ids is not None:
             emb = emb + self.bin_embedding(bin_ids)
         return self.dropout(self.layer_norm(emb))
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the targets that are not ``IGNORE``, in float32 whatever the logits' dtype."""
+    return F.cross_entropy(upcast(logits).reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -351,16 +357,12 @@ class AutoregressiveTransformer(Architecture):
         self, hidden: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, bin_ids: torch.Tensor | None
     ) -> torch.Tensor:
         """scModelForge's loss: each position scored against its own label (no shift)."""
-        loss = self._gene_loss_weight * F.cross_entropy(
-            logits.reshape(-1, self.vocab_size), labels.reshape(-1), ignore_index=IGNORE
-        )
+        loss = self._gene_loss_weight * _cross_entropy(logits, labels)
         if bin_ids is not None:
             bin_logits = self.expression_head(hidden)
             bin_labels = bin_ids.clone()
             bin_labels[labels == IGNORE] = IGNORE
-            loss = loss + self._expression_loss_weight * F.cross_entropy(
-                bin_logits.reshape(-1, self.n_bins), bin_labels.reshape(-1), ignore_index=IGNORE
-            )
+            loss = loss + self._expression_loss_weight * _cross_entropy(bin_logits, bin_labels)
         return loss
 
     def next_bin_logits(self, hidden: torch.Tensor, next_genes: torch.Tensor) -> torch.Tensor:
@@ -379,9 +381,7 @@ class AutoregressiveTransformer(Architecture):
         targets = labels[:, 1:]
         if attention_mask is not None:
             targets = targets.masked_fill(attention_mask[:, 1:] == 0, IGNORE)
-        loss = self._gene_loss_weight * F.cross_entropy(
-            logits[:, :-1].reshape(-1, self.vocab_size), targets.reshape(-1), ignore_index=IGNORE
-        )
+        loss = self._gene_loss_weight * _cross_entropy(logits[:, :-1], targets)
         bin_logits = None
         if bin_ids is not None and self._expression_loss_weight:
             bin_logits = self.next_bin_logits(hidden[:, :-1], targets)
@@ -389,9 +389,7 @@ class AutoregressiveTransformer(Architecture):
             if self.eos_token_id is not None:
                 no_bin |= targets == self.eos_token_id
             bin_targets = bin_ids[:, 1:].masked_fill(no_bin, IGNORE)
-            loss = loss + self._expression_loss_weight * F.cross_entropy(
-                bin_logits.reshape(-1, self.n_bins), bin_targets.reshape(-1), ignore_index=IGNORE
-            )
+            loss = loss + self._expression_loss_weight * _cross_entropy(bin_logits, bin_targets)
         return loss, bin_logits
 
     def encode(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from biozoo.errors import InvalidArgumentError
+from biozoo.nn.precision import OptimizerStep, param_dtype, training_precision
 from biozoo.singlecell.checks import check_training, refuse_non_finite
 from biozoo.singlecell.tokenize import TokenizedCells
 from biozoo_autoregressive.cells import CellContract, tokens_to_batch
@@ -37,9 +39,10 @@ def _batches(cells: TokenizedCells, batch_size: int, rng: np.random.Generator | 
 
 
 def _loss(model: torch.nn.Module, cells: TokenizedCells, idx: np.ndarray, contract: CellContract) -> torch.Tensor:
-    inputs = {k: torch.from_numpy(v) for k, v in tokens_to_batch(cells, idx, contract).items()}
+    device = next(model.parameters()).device
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in tokens_to_batch(cells, idx, contract).items()}
     inputs.pop("values")
-    return model(**inputs, labels=inputs["input_ids"]).loss
+    return model(**inputs, labels=inputs["input_ids"]).loss  # float32 whatever the weights (see model.py)
 
 
 def evaluate(model: torch.nn.Module, cells: TokenizedCells, contract: CellContract, batch_size: int = 64) -> float:
@@ -63,12 +66,24 @@ def train(
     patience: int = 5,
     seed: int = 0,
     log: bool = True,
+    dtype: str | torch.dtype | None = None,
 ) -> TrainReport:
-    """Train with AdamW and a cosine schedule; keeps the weights of the best validation epoch."""
+    """Train with AdamW and a cosine schedule; keeps the weights of the best validation epoch.
+
+    ``model``'s weights must be float32 (master weights); ``dtype`` bfloat16 or float16 trains with
+    mixed precision (autocast forward passes, a gradient scaler for float16).
+    """
     check_training(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience)
+    if param_dtype(model) != torch.float32:
+        raise InvalidArgumentError(
+            f"training needs float32 weights, got {param_dtype(model)}",
+            "train model.float() and pass dtype='bfloat16' for mixed precision",
+        )
+    amp = training_precision(torch.float32, dtype)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    step = OptimizerStep(model, optimizer, amp)
     steps = epochs * len(_batches(train_cells, batch_size, None))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     report, best_state, start = TrainReport(), None, time.perf_counter()
@@ -76,15 +91,14 @@ def train(
         model.train()
         losses = []
         for idx in _batches(train_cells, batch_size, rng):
-            optimizer.zero_grad(set_to_none=True)
-            loss = _loss(model, train_cells, idx, contract)
+            with step.forward():
+                loss = _loss(model, train_cells, idx, contract)
             refuse_non_finite(loss.detach(), model, "training loss")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            step(loss)
             schedule.step()
             losses.append(float(loss.detach()))
-        val = evaluate(model, val_cells, contract)
+        with step.forward():
+            val = evaluate(model, val_cells, contract)
         report.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val})
         report.epochs_run = epoch
         if log:

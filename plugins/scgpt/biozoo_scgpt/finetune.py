@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from biozoo.errors import BiozooError
 from biozoo.manifest.io import parse_manifest, write_manifest
+from biozoo.nn.precision import OptimizerStep, dtype_name, param_dtype, training_precision, upcast
 from biozoo.singlecell.anndata_io import read_h5ad, refuse_empty_anndata
 from biozoo.singlecell.checks import check_training, refuse_non_finite
 from biozoo.singlecell.errors import DataError
@@ -72,12 +73,19 @@ def finetune(
     model_id: str | None = None,
     head_layers: int = 3,
     progress: bool = True,
+    dtype: str | torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune ``model`` (weights copied into memory) on labelled cells; returns the training report."""
+    """Fine-tune ``model`` (weights copied into memory) on labelled cells; returns the training report.
+
+    Weights and optimizer state are float32 whatever ``model`` was loaded in. ``dtype`` bfloat16 or
+    float16 trains with mixed precision (forward passes under ``torch.autocast``, a gradient scaler
+    for float16); None trains in float32, or mixed in the model's own dtype when it was loaded in half.
+    """
     from sklearn.metrics import accuracy_score, f1_score
     from tqdm.auto import tqdm
 
     check_training(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, val_fraction=val_fraction)
+    amp = training_precision(param_dtype(model), dtype)
     output_dir = Path(output_dir)
     if output_dir.exists():
         raise BiozooError(f"{output_dir} already exists", "choose a new output folder (nothing is overwritten)")
@@ -90,12 +98,13 @@ def finetune(
     prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
     train_idx, val_idx = split(y, val_fraction, seed)
 
-    model = copy.deepcopy(model).float().train()
+    model = copy.deepcopy(model).float().train()  # float32 master weights
     for param in model.parameters():  # the loaded weights are a read-only file mapping
         param.data = param.data.clone()
+    device = next(model.parameters()).device
     d_model = model.d_model
-    model.cls_decoder = ClsDecoder(d_model, len(classes), nlayers=head_layers, labels=classes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.cls_decoder = ClsDecoder(d_model, len(classes), nlayers=head_layers, labels=classes).to(device)
+    step = OptimizerStep(model, torch.optim.Adam(model.parameters(), lr=lr), amp)
     pad_id = contract.vocabulary[contract.pad_token]
 
     def batch(indices: np.ndarray) -> dict[str, torch.Tensor]:
@@ -103,10 +112,18 @@ def finetune(
             prepared.cells, indices, pad_id=pad_id, pad_value=contract.pad_value, max_len=contract.max_seq_len, seed=rng
         )
         return {
-            "src": torch.from_numpy(b.genes),
-            "values": torch.from_numpy(b.values),
-            "src_key_padding_mask": torch.from_numpy(b.padding_mask),
+            "src": torch.from_numpy(b.genes).to(device),
+            "values": torch.from_numpy(b.values).to(device),
+            "src_key_padding_mask": torch.from_numpy(b.padding_mask).to(device),
         }
+
+    def logits_of(indices: np.ndarray) -> torch.Tensor:
+        """Class logits in float32 (the forward pass under autocast when training mixed)."""
+        with step.forward():
+            return upcast(model(**batch(indices), CLS=True)["cls_output"])
+
+    def labels(indices: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(y[indices]).to(device)
 
     def evaluate(indices: np.ndarray) -> tuple[float, np.ndarray]:
         was_training = model.training
@@ -115,9 +132,9 @@ def finetune(
         with torch.no_grad():
             for start in range(0, len(indices), 128):
                 part = indices[start : start + 128]
-                logits = model(**batch(part), CLS=True)["cls_output"]
-                losses.append(F.cross_entropy(logits, torch.from_numpy(y[part]), reduction="sum").item())
-                preds.append(logits.argmax(-1).numpy())
+                logits = logits_of(part)
+                losses.append(F.cross_entropy(logits, labels(part), reduction="sum").item())
+                preds.append(logits.argmax(-1).cpu().numpy())
         model.train(was_training)
         return sum(losses) / len(indices), np.concatenate(preds)
 
@@ -130,12 +147,9 @@ def finetune(
         total = 0.0
         for start in range(0, len(order), batch_size):
             part = order[start : start + batch_size]
-            loss = F.cross_entropy(model(**batch(part), CLS=True)["cls_output"], torch.from_numpy(y[part]))
+            loss = F.cross_entropy(logits_of(part), labels(part))
             refuse_non_finite(loss.detach(), model, "training loss")
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            step(loss)
             total += loss.item() * len(part)
         val_loss, val_pred = evaluate(val_idx)
         history.append(
@@ -164,6 +178,7 @@ def finetune(
         "val_accuracy": float(accuracy_score(y[val_idx], val_pred)),
         "val_macro_f1": float(f1_score(y[val_idx], val_pred, average="macro")),
         "seconds": time.perf_counter() - start_time,
+        "precision": {"weights": "float32", "autocast": dtype_name(amp)},
         "history": history,
     }
     _write_folder(model, contract, output_dir, model_id, batch(val_idx[:8]), report, label_column)
@@ -199,15 +214,15 @@ def _write_folder(
         f"{base.id} fine-tuned by biozoo to classify cells by {label_column!r} ({len(report['classes'])} classes)"
     )
     with atomic_directory(output_dir) as staging:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, staging / "model.safetensors", metadata={"format": "pt"})
         contract.vocabulary.to_json(staging / "vocab.json")
         with torch.no_grad():
             out = model(**sample, CLS=True)
-        vectors = {f"input.{k}": v for k, v in sample.items()}
+        vectors = {f"input.{k}": v.cpu() for k, v in sample.items()}
         vectors["input.CLS"] = torch.tensor(True)
-        vectors["output.cell_emb"] = out["cell_emb"].contiguous()
-        vectors["output.cls_output"] = out["cls_output"].contiguous()
+        vectors["output.cell_emb"] = out["cell_emb"].cpu().contiguous()
+        vectors["output.cls_output"] = out["cls_output"].cpu().contiguous()
         save_file(vectors, staging / "test_vectors.safetensors")
         data["weights"] = {
             "source": ".",

@@ -25,6 +25,7 @@ from torch.distributions import Bernoulli
 
 from biozoo.components.base import Architecture, Slot
 from biozoo.components.ports import Port
+from biozoo.nn.precision import cast_to, upcast
 from biozoo.plugins.declarations import ComponentKind
 from biozoo_scgpt.modules import (
     CELL_EMB,
@@ -58,14 +59,19 @@ class _ScGPTBase(Architecture):
             raise ValueError(f"unknown cell_emb_style {self.cell_emb_style!r}; choose from {styles}")
 
     def cell_embedding(self, hidden: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """``cls``: first token; ``avg-pool``: mean over all positions (as the reference); ``w-pool``: weighted sum."""
+        """``cls``: first token; ``avg-pool``: mean over all positions (as the reference); ``w-pool``: weighted sum.
+
+        Pooling sums over up to thousands of tokens: in half precision it is computed in float32 and
+        the result cast back to the hidden states' dtype (the heads that read it run in that dtype).
+        """
         if self.cell_emb_style == "cls":
             return hidden[:, 0, :]
         if self.cell_emb_style == "avg-pool":
-            return hidden.mean(dim=1)
+            return upcast(hidden).mean(dim=1).to(hidden.dtype)
         if weights is None or weights.dim() != 2:
             raise ValueError("w-pool needs the 2-D input values as weights")
-        return F.normalize((hidden * weights.unsqueeze(2)).sum(dim=1), p=2, dim=1)
+        pooled = (upcast(hidden) * upcast(weights).unsqueeze(2)).sum(dim=1)
+        return F.normalize(pooled, p=2, dim=1).to(hidden.dtype)
 
     def _sampled(self, out: dict[str, torch.Tensor], do_sample: bool) -> torch.Tensor:
         if self.explicit_zero_prob and do_sample:
@@ -73,7 +79,7 @@ class _ScGPTBase(Architecture):
         return out["pred"]
 
     def _ecs_loss(self, cell_emb: torch.Tensor) -> torch.Tensor:
-        normed = F.normalize(cell_emb, p=2, dim=1)
+        normed = F.normalize(upcast(cell_emb), p=2, dim=1)  # a loss: float32 whatever the weights
         sim = (normed @ normed.t()).masked_fill(torch.eye(len(normed), dtype=torch.bool, device=normed.device), 0.0)
         return torch.mean(1 - (F.relu(sim) - self.ecs_threshold) ** 2)
 
@@ -191,8 +197,8 @@ class ScGPTModel(_ScGPTBase):
         gene_embs = self.encoder(src)
         if values is None:
             total = gene_embs
-        elif self.input_emb_style == "scaling":
-            total = gene_embs * self.value_encoder(values).unsqueeze(2)
+        elif self.input_emb_style == "scaling":  # float32 values scale the embeddings in their own dtype
+            total = gene_embs * cast_to(self.value_encoder(values), gene_embs.dtype).unsqueeze(2)
         else:
             total = gene_embs + self.value_encoder(values)
         if getattr(self, "dsbn", None) is not None:
@@ -245,7 +251,7 @@ class ScGPTModel(_ScGPTBase):
         if CCE:
             second = self.cell_embedding(self.encode(src, values, src_key_padding_mask, batch_labels), values)
             sim = self.sim(cell_emb.unsqueeze(1), second.unsqueeze(0))
-            output["loss_cce"] = F.cross_entropy(sim, torch.arange(len(sim), device=sim.device))
+            output["loss_cce"] = F.cross_entropy(upcast(sim), torch.arange(len(sim), device=sim.device))
         mvc_cell = cell_emb if batch_emb is None else torch.cat([cell_emb, batch_emb], dim=1)
         self._cls_and_mvc(output, cell_emb, mvc_cell, gene_embs, CLS, MVC, ECS, do_sample)
         if self.do_dab:

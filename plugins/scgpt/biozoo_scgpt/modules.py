@@ -15,6 +15,7 @@ from torch import nn
 
 from biozoo.components.base import Component
 from biozoo.components.ports import Port, Ports
+from biozoo.nn.precision import cast_to, upcast
 from biozoo.plugins.declarations import ComponentKind
 
 #: Activations a manifest may name for the affine decoder: parameter-free element-wise torch.nn modules.
@@ -94,7 +95,8 @@ class ContinuousValueEncoder(Component):
         return Ports(inputs=(Port("values", VALUES, ("B", "T")),), outputs=(_hidden(self.d),))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.clamp(x.unsqueeze(-1), max=self.max_value)
+        # values arrive as float32 whatever the weights are: cast where they enter (after clamping in float32)
+        x = cast_to(torch.clamp(x.unsqueeze(-1), max=self.max_value), self.linear1.weight.dtype)
         x = self.linear2(self.activation(self.linear1(x)))
         return self.dropout(self.norm(x))
 
@@ -395,7 +397,7 @@ class Similarity(nn.Module):
         self.temp = temp
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cosine_similarity(x, y, dim=-1) / self.temp
+        return F.cosine_similarity(upcast(x), upcast(y), dim=-1) / self.temp  # feeds a loss: float32
 
 
 class PerturbationEncoder(nn.Embedding, Component):

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from biozoo.errors import BiozooError, InvalidArgumentError
+from biozoo.nn.precision import upcast
 from biozoo.singlecell.anndata_io import read_h5ad, write_h5ad_atomic
 from biozoo.singlecell.binning import MAX_BINS, bin_values
 from biozoo.singlecell.checks import PreprocessingConfig, refuse_non_finite
@@ -210,7 +211,7 @@ def cell_embeddings(model: torch.nn.Module, adata: Any, **options: Any) -> tuple
 
     def fn(inputs: dict) -> torch.Tensor:
         hidden = model.encode(inputs["src"], inputs["values"], inputs["src_key_padding_mask"])
-        return F.normalize(model.cell_embedding(hidden, inputs["values"]), p=2, dim=1)
+        return F.normalize(upcast(model.cell_embedding(hidden, inputs["values"])), p=2, dim=1)  # norm in float32
 
     return run_cells(model, adata, fn, what="cell embeddings", **options)
 
@@ -233,7 +234,7 @@ def _class_probabilities(
     labels = model.cls_decoder.labels or [str(i) for i in range(model.cls_decoder.n_cls)]
 
     def fn(inputs: dict) -> torch.Tensor:
-        return torch.softmax(model(**inputs, CLS=True)["cls_output"], dim=-1)
+        return torch.softmax(upcast(model(**inputs, CLS=True)["cls_output"]), dim=-1)
 
     probs, prepared = run_cells(model, adata, fn, what="class probabilities", **options)
     return probs, labels, prepared
