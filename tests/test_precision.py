@@ -235,6 +235,26 @@ def test_scgpt_cls_embeddings_and_probabilities_match_float32(cells, weights, am
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # softmax in float32
 
 
+@needs_scgpt
+def test_float16_overflow_is_refused_with_a_hint_to_use_bfloat16(cells) -> None:
+    """float16 tops out at 65,504: a model whose activations pass it gives inf, which is refused by name."""
+    import biozoo
+    from biozoo.errors import ModelOutputError
+    from biozoo_scgpt import tasks
+
+    model = biozoo.load("scgpt/cls", dtype="float16")
+    with torch.no_grad():
+        model.value_encoder.linear2.weight.mul_(1e4)  # fine in float32 (LayerNorm follows), inf in float16
+    with pytest.raises(ModelOutputError, match="in float16") as refused:
+        tasks.cell_embeddings(model, cells, progress=False)
+    assert "--dtype bfloat16" in (refused.value.hint or "")
+    fine = biozoo.load("scgpt/cls", dtype="bfloat16")
+    with torch.no_grad():
+        fine.value_encoder.linear2.weight.mul_(1e4)
+    emb, _ = tasks.cell_embeddings(fine, cells, progress=False)
+    assert np.isfinite(emb).all()
+
+
 @needs_ar
 @pytest.mark.parametrize(("weights", "amp"), MODES, ids=MODE_IDS)
 def test_autoregressive_pbmc_small_embeddings_match_float32(cells, weights, amp) -> None:
