@@ -67,8 +67,8 @@ export BIOZOO_CUDA_TESTS_DEVICE=$DEVICE
 step tests 80 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -rs \
     plugins/attention/tests/test_attention_cuda.py plugins/chroma/tests/test_chroma_cuda.py \
     $(ls tests/test_*cuda*.py plugins/*/tests/test_*cuda*.py 2>/dev/null | grep -v -e attention_cuda -e chroma_cuda)
-step tests_generation 40 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -rs -k cuda \
-    plugins/autoregressive/tests/test_autoregressive_decoding.py
+step tests_k_cuda 80 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -rs -k cuda \
+    plugins/autoregressive/tests/test_autoregressive_decoding.py tests/test_precision.py tests/test_singlecell_device.py
 step gpu_embed 180 "$OUT/gpu_embed.md" "$PY" bench/gpu_embed.py --device "$DEVICE" --rounds 2 $QUICK \
     --out "$OUT/gpu_embed.json"
 step generate 40 "$OUT/generate.md" "$PY" bench/autoregressive.py --cells 1000 --device "$DEVICE"

@@ -413,7 +413,10 @@ Input = Annotated[Path, typer.Argument(metavar="SOURCE", help="input .h5ad file"
 VarColumn = Annotated[str | None, typer.Option(help="var column with gene names (default: the model's, or var_names)")]
 Layer = Annotated[str | None, typer.Option(help="layer to read instead of X")]
 Seed = Annotated[int, typer.Option(min=0, help="seed for binning ties and gene subsampling")]
-BatchSize = Annotated[int, typer.Option(min=1, help="cells per batch")]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(min=1, help="cells per batch (default: 64 on CPU; on a GPU up to 1024, at most 65,536 padded tokens)"),
+]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, mps")]
 DType = Annotated[
     str | None,
@@ -436,7 +439,7 @@ def embed_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="new .h5ad with obsm['X_<model>']")],
     var_column: VarColumn = None,
     layer: Layer = None,
-    batch_size: BatchSize = 64,
+    batch_size: BatchSize = None,
     seed: Seed = 0,
     device: Device = None,
     dtype: DType = None,
@@ -491,7 +494,7 @@ def annotate_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="new .h5ad with predicted labels in obs")],
     var_column: VarColumn = None,
     layer: Layer = None,
-    batch_size: BatchSize = 64,
+    batch_size: BatchSize = None,
     seed: Seed = 0,
     device: Device = None,
     dtype: DType = None,
@@ -531,7 +534,7 @@ def finetune_cmd(
     model_id: Annotated[str | None, typer.Option("--id", help="id for the new model, e.g. lab/pbmc-cls")] = None,
     var_column: VarColumn = None,
     layer: Layer = None,
-    batch_size: BatchSize = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="cells per training batch")] = 32,
     seed: Seed = 0,
     device: Device = None,
     dtype: Annotated[

@@ -28,6 +28,7 @@ import torch
 from biozoo.errors import ManifestError
 from biozoo.singlecell.binning import MAX_BINS, bin_midpoints, digitize_by_edges, uniform_bin_edges
 from biozoo.singlecell.checks import PreprocessingConfig, vocabulary_token
+from biozoo.singlecell.device import batch_limits, to_device
 from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.outputs import model_preprocessing
 from biozoo.singlecell.prepare import log_normalized_matched
@@ -201,22 +202,20 @@ def tokens_to_batch(cells: TokenizedCells, idx: np.ndarray, contract: CellContra
     return out
 
 
-#: padded tokens per inference batch (as the scGPT plugin: small batches keep activations in cache)
-MAX_BATCH_TOKENS = 4096
-
-
 def batches(
     prepared: PreparedCells,
     contract: CellContract,
-    batch_size: int,
+    batch_size: int | None,
     device: torch.device,
-    max_tokens: int | None = MAX_BATCH_TOKENS,
+    max_tokens: int | None = None,
     progress: bool = False,
 ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
     """``(cell indices, model inputs)`` over length-sorted batches of at most ``batch_size`` cells and
-    ``max_tokens`` padded tokens; a progress bar on stderr with ``progress``."""
+    ``max_tokens`` padded tokens (defaults: the device's, :func:`biozoo.singlecell.device.batch_limits`);
+    a progress bar on stderr with ``progress``."""
+    batch_size, max_tokens = batch_limits(device, batch_size, max_tokens)
     lengths = np.minimum(prepared.cells.lengths + (contract.eos_token is not None), contract.max_len)
     groups, _ = length_sorted_batches(lengths, batch_size, max_tokens=max_tokens)
     for idx in with_progress(groups, progress):
         arrays = tokens_to_batch(prepared.cells, idx, contract)
-        yield idx, {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+        yield idx, {k: to_device(v, device) for k, v in arrays.items()}

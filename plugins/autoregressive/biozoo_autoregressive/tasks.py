@@ -12,6 +12,7 @@ from biozoo.errors import BiozooError, InvalidArgumentError
 from biozoo.nn.sampling import check_sampling
 from biozoo.singlecell.anndata_io import write_h5ad_atomic
 from biozoo.singlecell.checks import refuse_non_finite
+from biozoo.singlecell.device import ResultCollector
 from biozoo.singlecell.outputs import provenance, write_embeddings
 from biozoo.singlecell.tokenize import with_progress
 from biozoo_autoregressive.cells import CellContract, PreparedCells, batches, prepare
@@ -33,7 +34,7 @@ def cell_embeddings(
     model: torch.nn.Module,
     adata: Any,
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     var_column: str | None = None,
     layer: str | None = None,
     progress: bool = False,
@@ -42,13 +43,11 @@ def cell_embeddings(
     contract = CellContract.of(model)
     prepared = prepare(adata, contract, var_column=var_column, layer=layer)
     device = next(model.parameters()).device
-    out = np.empty((len(prepared.cells), model.hidden_dim), dtype=np.float32)
+    results = ResultCollector(len(prepared.cells), device, lambda v: refuse_non_finite(v, model, "cell embeddings"))
     with torch.inference_mode():
         for idx, inputs in batches(prepared, contract, batch_size, device, progress=progress):
-            values = model.encode(**inputs).float().cpu().numpy()
-            refuse_non_finite(values, model, "cell embeddings")
-            out[idx] = values
-    return out, prepared
+            results.add(idx, model.encode(**inputs))
+    return results.result(), prepared
 
 
 def embed(
@@ -56,7 +55,7 @@ def embed(
     input_path: Path,
     output_path: Path,
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     var_column: str | None = None,
     layer: str | None = None,
     seed: int = 0,

@@ -26,6 +26,7 @@ from biozoo.nn.precision import upcast
 from biozoo.singlecell.anndata_io import read_h5ad, write_h5ad_atomic
 from biozoo.singlecell.binning import MAX_BINS, bin_values
 from biozoo.singlecell.checks import PreprocessingConfig, refuse_non_finite
+from biozoo.singlecell.device import ResultCollector, batch_limits, to_device
 from biozoo.singlecell.outputs import model_preprocessing, provenance, write_embeddings
 from biozoo.singlecell.prepare import log_normalized_matched
 from biozoo.singlecell.tokenize import (
@@ -41,9 +42,6 @@ from biozoo.singlecell.vocab import GeneVocabulary
 EMBEDDING_KEY = "X_scGPT"
 #: how ties between equal values are broken when binning (see biozoo.singlecell.binning)
 BINNING_MODES = ("seeded", "reference")
-#: padded tokens per inference batch: long cells come in smaller batches, whose activations stay
-#: in cache (bench/scgpt_embed.py: 2.14x / 2.85x the reference vs 1.37x / 1.94x uncapped at 64 cells)
-MAX_BATCH_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -166,9 +164,9 @@ def batches(
         yield (
             idx,
             {
-                "src": torch.from_numpy(batch.genes).to(device),
-                "values": torch.from_numpy(batch.values).to(device),
-                "src_key_padding_mask": torch.from_numpy(batch.padding_mask).to(device),
+                "src": to_device(batch.genes, device),
+                "values": to_device(batch.values, device),
+                "src_key_padding_mask": to_device(batch.padding_mask, device),
             },
         )
 
@@ -178,32 +176,29 @@ def run_cells(
     adata: Any,
     fn: Callable[[dict], torch.Tensor],
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     var_column: str | None = None,
     layer: str | None = None,
     seed: int = 0,
     progress: bool = True,
     binning: str | None = None,
-    max_tokens: int | None = MAX_BATCH_TOKENS,
+    max_tokens: int | None = None,
     what: str = "outputs",
 ) -> tuple[np.ndarray, PreparedCells]:
     """Prepare ``adata`` for ``model``, run ``fn(inputs) -> [batch, ...]`` over length-sorted batches,
     and return the results in cell order (inference mode). Batches hold at most ``batch_size`` cells
-    and ``max_tokens`` padded tokens (None: no token cap). NaN or infinite results (``what``, for the
-    message) are refused at the first batch that has them."""
+    and ``max_tokens`` padded tokens; both default to the device's (:func:`biozoo.singlecell.device.batch_limits`:
+    64 cells / 4,096 tokens on a CPU, 1,024 / 65,536 on a GPU). NaN or infinite results (``what``, for the
+    message) are refused (on a GPU a few batches later than the one that has them, not to stall it)."""
     contract = InputContract.of(model, binning)
     prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
     device = next(model.parameters()).device
-    out: np.ndarray | None = None
+    batch_size, max_tokens = batch_limits(device, batch_size, max_tokens)
+    results = ResultCollector(len(prepared.cells), device, lambda values: refuse_non_finite(values, model, what))
     with torch.inference_mode():
         for idx, inputs in batches(prepared, contract, batch_size, device, seed, progress, max_tokens=max_tokens):
-            values = fn(inputs).float().cpu().numpy()
-            refuse_non_finite(values, model, what)
-            if out is None:
-                out = np.empty((len(prepared.cells), *values.shape[1:]), dtype=np.float32)
-            out[idx] = values
-    assert out is not None
-    return out, prepared
+            results.add(idx, fn(inputs))
+    return results.result(), prepared
 
 
 def cell_embeddings(model: torch.nn.Module, adata: Any, **options: Any) -> tuple[np.ndarray, PreparedCells]:
@@ -263,7 +258,7 @@ def embed(
     input_path: Path,
     output_path: Path,
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     var_column: str | None = None,
     layer: str | None = None,
     seed: int = 0,
@@ -289,7 +284,7 @@ def annotate(
     input_path: Path,
     output_path: Path,
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     var_column: str | None = None,
     layer: str | None = None,
     seed: int = 0,
