@@ -99,11 +99,11 @@ def main() -> None:
         C = torch.ones(2, 60, dtype=torch.long, device=args.device)
         with torch.inference_mode():
             measure("chroma/demo denoise, 2 x 60 residues", lambda: chroma.denoise(X, C, 0.5))
-            measure(
-                "chroma/demo sample, 2 x 60 residues, 10 SDE steps",
-                lambda: chroma.sample(samples=2, steps=10, chain_lengths=[60], seed=0),
-                10,
-            )
+        measure(
+            "chroma/demo sample, 2 x 60 residues, 10 SDE steps",
+            lambda: chroma.sample(samples=2, steps=10, chain_lengths=[60], seed=0),
+            10,
+        )
     except Exception as exc:
         rows.append(("chroma", "failed", f"{type(exc).__name__}: {exc}"[:160]))
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}\n")

@@ -15,6 +15,7 @@
 #   syncs.md         host synchronisations in the hot paths (bench/cuda_syncs.py)
 #   generate.md      `zoo generate autoregressive/pbmc-small -n 1000` on the GPU, and 256 cells on its CPUs
 #   chroma.md        Chroma per SDE step vs the reference on the GPU, and biozoo in bfloat16 there
+#   compile.md       scGPT bfloat16 encode, eager against torch.compile
 #   cli.log          the README's commands on the GPU in bfloat16, on real cells (examples/pbmc68k_test.h5ad), timed
 #   log.txt          everything the steps wrote to stderr
 set -u -o pipefail
@@ -67,7 +68,7 @@ export BIOZOO_CUDA_TESTS_DEVICE=$DEVICE
 step tests 80 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -rs \
     plugins/attention/tests/test_attention_cuda.py plugins/chroma/tests/test_chroma_cuda.py \
     $(ls tests/test_*cuda*.py plugins/*/tests/test_*cuda*.py 2>/dev/null | grep -v -e attention_cuda -e chroma_cuda)
-step tests_k_cuda 80 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -rs -k cuda \
+step tests_k_cuda 80 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -rs -k "cuda and not compiled" \
     plugins/autoregressive/tests/test_autoregressive_decoding.py tests/test_precision.py tests/test_singlecell_device.py
 step gpu_embed 180 "$OUT/gpu_embed.md" "$PY" bench/gpu_embed.py --device "$DEVICE" --rounds 2 $QUICK \
     --out "$OUT/gpu_embed.json"
@@ -91,5 +92,6 @@ if [ "$DEVICE" != cpu ]; then
     step syncs 40 "$OUT/syncs.md" "$PY" bench/cuda_syncs.py
 fi
 step chroma 70 "$OUT/chroma.md" "$PY" bench/chroma.py --device "$DEVICE" --rounds 3 --sample-steps 100 $QUICK
+step compile 100 "$OUT/compile.md" "$PY" bench/gpu_embed.py --device "$DEVICE" --rounds 2 --compile-only $QUICK
 step chroma_bf16 25 "$OUT/chroma.md" "$PY" bench/chroma.py --device "$DEVICE" --no-reference --dtype bfloat16 \
     --rounds 3 --sample-steps 0 $QUICK

@@ -20,7 +20,9 @@ Variants:
   attention processor (``auto`` picks). TF32 is off for every fp32 row (strict fp32).
 * ``biozoo fp32 + TF32``: opt-in TF32 matmuls (``torch.backends.cuda.matmul.allow_tf32``), measured separately.
 * ``biozoo bf16 autocast``: fp32 weights under ``torch.autocast(bfloat16)``.
-* ``biozoo bfloat16`` / ``float16``: ``biozoo.load(..., dtype=...)``, weights and activations in half precision.
+* ``biozoo bfloat16`` / ``float16``: ``biozoo.load(..., dtype=...)``, weights and activations in half precision
+  (``auto`` processor); ``biozoo bfloat16 <processor>`` with each ``--half-processors`` processor (``varlen``'s
+  packed flash-attention path on CUDA).
 * ``... sorted``: the same cells batched by length (longest first) with at most ``--max-tokens`` padded tokens per
   batch, as biozoo's own single-cell pipeline batches them; outputs are put back in the given order.
 * ``biozoo pipeline``: ``biozoo_scgpt.tasks.cell_embeddings(model, adata)`` from an in-memory AnnData of counts
@@ -233,6 +235,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64 * 700, help="padded tokens per sorted batch")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--processors", default="auto,eager,sdpa,varlen", help="biozoo fp32 rows, comma-separated")
+    parser.add_argument("--compile-only", action="store_true", help="only bfloat16 sorted, eager vs torch.compile")
+    parser.add_argument("--half-processors", default="varlen,varlen-self", help="extra bfloat16 rows")
     parser.add_argument("--skip", default="", help="comma-separated variant names to leave out")
     parser.add_argument("--quick", action="store_true", help="a tiny model and 96 cells of 20-120 tokens")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -279,6 +283,17 @@ def main() -> None:
             results["rows"].append({"name": name, "cells_per_s": speed, "max_abs_diff": diff, "vs": compare})
             log(f"{name}: {speed:,.0f} cells/s, max|diff| vs {compare} {diff}")
 
+        if args.compile_only:  # eager against torch.compile(dynamic=True), bfloat16, sorted batches
+            del ref
+            half = biozoo.load(folder, device=device, dtype="bfloat16")
+            row("biozoo bfloat16 sorted", half.encode, by_length, compare="biozoo bfloat16 sorted")
+            compiled = torch.compile(half.encode, dynamic=True)
+            start = time.perf_counter()
+            row("biozoo bfloat16 sorted, torch.compile", compiled, by_length, compare="biozoo bfloat16 sorted")
+            results["compile_seconds_incl_runs"] = time.perf_counter() - start
+            results["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            print(markdown(results))
+            return
         row("reference fp32", ref._encode, given)
         row("reference fp16 autocast", ref._encode, given, context=autocast(device, torch.float16))
         del ref
@@ -297,6 +312,11 @@ def main() -> None:
             half = biozoo.load(folder, device=device, dtype=dtype)
             row(f"biozoo {dtype}", half.encode, given)
             row(f"biozoo {dtype} sorted", half.encode, by_length)
+            if dtype == "bfloat16":
+                for proc in filter(None, args.half_processors.split(",")):
+                    biozoo.set_processor(half, proc)
+                    row(f"biozoo {dtype} {proc}", half.encode, given)
+                    row(f"biozoo {dtype} {proc} sorted", half.encode, by_length)
             del half
         if "pipeline" not in skip:
             pipeline_rows(folder, cells, shape, device, args, results)

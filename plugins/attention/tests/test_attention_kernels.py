@@ -144,7 +144,7 @@ def _linear_reference(q, k, v, call: AttentionCall) -> torch.Tensor:
     if call.mask is not None:
         a = a * call.mask.tensor.double()[:, None, None, :]
     if call.causal:
-        a = a * torch.ones(sq, skv, dtype=torch.float64).tril(diagonal=skv - sq)
+        a = a * torch.ones(sq, skv, dtype=torch.float64, device=a.device).tril(diagonal=skv - sq)
     return (a @ v) / (a.sum(dim=-1, keepdim=True) + 1e-6)
 
 
@@ -437,7 +437,10 @@ def test_scgpt_embeddings_are_the_same_with_every_exact_kernel() -> None:
 
 
 def _loop_varlen_kernel(q, k, v, cu_q, cu_k, max_q, max_k, scale):  # type: ignore[no-untyped-def]
-    """flash-attention's varlen function written as a loop over sequences (packed ``[tokens, H, D]`` in and out)."""
+    """flash-attention's varlen function written as a loop over sequences (packed ``[tokens, H, D]`` in and out).
+
+    Rows of ``q`` past the last sequence are left unwritten, as flash does: NaN here, which must not leak.
+    """
     assert int((cu_q[1:] - cu_q[:-1]).max()) <= max_q and int((cu_k[1:] - cu_k[:-1]).max()) <= max_k
     out = []
     for i in range(len(cu_q) - 1):
@@ -447,7 +450,8 @@ def _loop_varlen_kernel(q, k, v, cu_q, cu_k, max_q, max_k, scale):  # type: igno
         else:
             o = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, scale=scale)
         out.append(o.transpose(0, 1))
-    return torch.cat(out)
+    tail = torch.full((q.shape[0] - int(cu_q[-1]), *q.shape[1:-1], v.shape[-1]), float("nan"))
+    return torch.cat([*out, tail])
 
 
 @pytest.mark.parametrize("query_rows", ["all", "kept"])

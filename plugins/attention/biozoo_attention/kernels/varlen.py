@@ -34,8 +34,8 @@ into one ``[tokens, H, D]`` tensor and a single flash-attention varlen call
 (``torch.nn.attention.varlen.varlen_attn``, torch >= 2.10) attends each query
 to its own sequence's keys. ``varlen`` still computes every query row (packed
 at full length); ``varlen-self`` packs the queries too. Non-causal attention
-does not depend on key order, so any key-padding pattern is exact; the only
-host synchronisation is the packing's count of valid keys.
+does not depend on key order, so any key-padding pattern is exact. The packing has
+a fixed size (``nonzero_static``), so nothing waits for the GPU.
 """
 
 from __future__ import annotations
@@ -179,23 +179,37 @@ def packed_attention(
     b, h, sq, d = q.shape
     if k.shape[1] != h:  # GQA: the packed kernel wants as many key heads as query heads
         k, v = k.repeat_interleave(h // k.shape[1], dim=1), v.repeat_interleave(h // v.shape[1], dim=1)
-    k_rows, v_rows = k.transpose(1, 2)[keep], v.transpose(1, 2)[keep]  # [Tk, H, D]: the one host sync
-    cu_k = F.pad(keep.sum(1).cumsum(0), (1, 0)).to(torch.int32)
     skv = keep.shape[1]
+    k_index, cu_k = _packing(keep)
+    k_rows = k.transpose(1, 2).reshape(b * skv, h, d).index_select(0, k_index)
+    v_rows = v.transpose(1, 2).reshape(b * skv, h, v.shape[-1]).index_select(0, k_index)
     if query_keep is None:
         q_rows = q.transpose(1, 2).reshape(b * sq, h, d)
         cu_q = torch.arange(0, (b + 1) * sq, sq, device=q.device, dtype=torch.int32)
     else:
-        q_rows = q.transpose(1, 2)[query_keep]
-        cu_q = F.pad(query_keep.sum(1).cumsum(0), (1, 0)).to(torch.int32)
+        q_index, cu_q = (k_index, cu_k) if query_keep is keep else _packing(query_keep)
+        q_rows = q.transpose(1, 2).reshape(b * sq, h, d).index_select(0, q_index)
     out_rows = kernel(q_rows, k_rows, v_rows, cu_q, cu_k, sq, skv, scale)  # upper bounds: no sync for the max
     if query_keep is None:
         out = out_rows.reshape(b, sq, h, -1)
-    else:
-        out = out_rows.new_zeros(b, sq, h, out_rows.shape[-1])
-        out[query_keep] = out_rows
+    else:  # rows past the packed total are not written by the kernel: zero them, then add each row in place
+        written = torch.arange(out_rows.shape[0], device=q.device) < cu_q[-1]
+        out_rows = torch.where(written[:, None, None], out_rows, 0)
+        out = out_rows.new_zeros(b * sq, h, out_rows.shape[-1]).index_add_(0, q_index, out_rows)
+        out = out.reshape(b, sq, h, -1)
     has_keys = keep.any(dim=1).to(out.dtype)[:, None, None, None]  # rows with nothing to attend to are zero
     return (out * has_keys).transpose(1, 2)
+
+
+def _packing(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices of the kept positions, padded to ``B * S`` with index 0, and int32 cumulative counts.
+
+    ``nonzero_static`` has a fixed output size, so the host never waits for the count; the padding rows are
+    past the last cumulative count, where the kernel never looks.
+    """
+    flat = keep.reshape(-1)
+    index = torch.nonzero_static(flat, size=flat.numel(), fill_value=0).reshape(-1)
+    return index, F.pad(keep.sum(1).cumsum(0), (1, 0)).to(torch.int32)
 
 
 def _groups(

@@ -163,8 +163,8 @@ class ChromaBackbone(Architecture):
     # -- denoiser ------------------------------------------------------------------------------------------------
 
     def _time(self, t: float | torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-        if not isinstance(t, torch.Tensor):
-            t = torch.tensor([float(t)])
+        if not isinstance(t, torch.Tensor):  # filled on the device: a copy from the host would wait for it
+            t = torch.full((1,), float(t), device=X.device, dtype=torch.float32)
         t = t.to(device=X.device, dtype=torch.float32)
         return t.reshape(1) if t.dim() == 0 else t
 
