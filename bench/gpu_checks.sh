@@ -11,11 +11,10 @@
 # Each step has its own time limit and its own output file; a failing step does not stop the others:
 #   env.txt          GPU, driver, torch
 #   tests.log        the CUDA tests (attention conformance on CUDA, chroma on CUDA, precision on CUDA)
-#   gpu_embed.md     scGPT whole-human embedding vs the reference (bench/gpu_embed.py), .json beside it
+#   gpu_embed.md     scGPT whole-human embedding vs the reference (bench/gpu_embed.py), then eager vs torch.compile
 #   syncs.md         host synchronisations in the hot paths (bench/cuda_syncs.py)
 #   generate.md      `zoo generate autoregressive/pbmc-small -n 1000` on the GPU, and 256 cells on its CPUs
 #   chroma.md        Chroma per SDE step vs the reference on the GPU, and biozoo in bfloat16 there
-#   compile.md       scGPT bfloat16 encode, eager against torch.compile
 #   cli.log          the README's commands on the GPU in bfloat16, on real cells (examples/pbmc68k_test.h5ad), timed
 #   log.txt          everything the steps wrote to stderr
 set -u -o pipefail
@@ -70,8 +69,7 @@ step tests 80 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -rs \
     $(ls tests/test_*cuda*.py plugins/*/tests/test_*cuda*.py 2>/dev/null | grep -v -e attention_cuda -e chroma_cuda)
 step tests_k_cuda 80 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -rs -k "cuda and not compiled" \
     plugins/autoregressive/tests/test_autoregressive_decoding.py tests/test_precision.py tests/test_singlecell_device.py
-step gpu_embed 180 "$OUT/gpu_embed.md" "$PY" bench/gpu_embed.py --device "$DEVICE" --rounds 2 $QUICK \
-    --out "$OUT/gpu_embed.json"
+step gpu_embed 180 "$OUT/gpu_embed.md" "$PY" bench/gpu_embed.py --device "$DEVICE" --rounds 2 $QUICK
 step generate 40 "$OUT/generate.md" "$PY" bench/autoregressive.py --cells 1000 --device "$DEVICE"
 step generate_bs256 25 "$OUT/generate.md" "$PY" bench/autoregressive.py --cells 1000 --device "$DEVICE" --batch-size 256
 step generate_cpu 30 "$OUT/generate.md" "$PY" bench/autoregressive.py --cells 256 --device cpu
@@ -92,6 +90,6 @@ if [ "$DEVICE" != cpu ]; then
     step syncs 40 "$OUT/syncs.md" "$PY" bench/cuda_syncs.py
 fi
 step chroma 70 "$OUT/chroma.md" "$PY" bench/chroma.py --device "$DEVICE" --rounds 3 --sample-steps 100 $QUICK
-step compile 100 "$OUT/compile.md" "$PY" bench/gpu_embed.py --device "$DEVICE" --rounds 2 --compile-only $QUICK
+step compile 100 "$OUT/gpu_embed.md" "$PY" bench/gpu_embed.py --device "$DEVICE" --rounds 2 --compile-only $QUICK
 step chroma_bf16 25 "$OUT/chroma.md" "$PY" bench/chroma.py --device "$DEVICE" --no-reference --dtype bfloat16 \
     --rounds 3 --sample-steps 0 $QUICK
