@@ -143,7 +143,7 @@ def generate(
                 out_ids[rows, t], out_bins[rows, t] = gene, binned
                 ended[rows] |= stop & alive
                 alive &= ~stop
-                banned[torch.arange(rows.numel(), device=device), gene] = True
+                banned.scatter_(1, gene[:, None], True)  # a scalar put by index (`[...] = True`) syncs on CUDA
                 if t == 0:
                     banned[:, pad] = True
                 if t + 1 < max_length:
