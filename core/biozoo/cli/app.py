@@ -10,6 +10,7 @@ printed as its message and hint with exit code 1, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -446,9 +447,15 @@ def embed_cmd(
     autocast: Autocast = False,
     processor: Processor = None,
     overwrite: Overwrite = False,
+    devices: Annotated[
+        str | None,
+        typer.Option(help="split the cells over several devices, e.g. cuda:0,cuda:1, or all (every visible GPU)"),
+    ] = None,
 ) -> None:
     """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed, precision) in uns."""
-    options = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed}
+    options: dict[str, Any] = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed}
+    if devices is not None:
+        device, options["devices"] = _split_devices(device, devices)
     result = _cells_task("embed", model, source, output, overwrite, device, processor, options, dtype, autocast)
     out.print(
         f"[bold green]embedded[/] {result['cells']} cells ({result['dims']} dims) -> {escape(str(output))} "
@@ -456,6 +463,16 @@ def embed_cmd(
         soft_wrap=True,
     )
     _print_steps(result)
+
+
+def _split_devices(device: str | None, devices: str) -> tuple[str, list[Any]]:
+    """``--devices`` checked before anything is loaded: the first device (where the model loads) and all."""
+    from biozoo.singlecell.device import parse_devices
+
+    if device is not None:
+        raise BiozooError("--device and --devices were both given", "use --devices alone, e.g. --devices cuda:0,cuda:1")
+    parsed = parse_devices(devices)
+    return str(parsed[0]), parsed
 
 
 def _cells_task(
@@ -478,6 +495,11 @@ def _cells_task(
     amp = _precision(device, dtype, autocast)
     with staged_output(output, overwrite=overwrite, needed=source.stat().st_size) as stage:
         loaded, run = _task(task, model, device, processor, dtype)
+        if "devices" in options and "devices" not in inspect.signature(run).parameters:
+            raise BiozooError(
+                f"the {task} task of {loaded.zoo_manifest.id} cannot split cells over devices",
+                "use --device with one device",
+            )
         with amp:
             return run(loaded, source, stage, **options)
 

@@ -28,7 +28,7 @@ import torch
 from biozoo.errors import ManifestError
 from biozoo.singlecell.binning import MAX_BINS, bin_midpoints, digitize_by_edges, uniform_bin_edges
 from biozoo.singlecell.checks import PreprocessingConfig, vocabulary_token
-from biozoo.singlecell.device import batch_limits, to_device
+from biozoo.singlecell.device import batch_limits
 from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.outputs import model_preprocessing
 from biozoo.singlecell.prepare import log_normalized_matched
@@ -209,13 +209,12 @@ def batches(
     device: torch.device,
     max_tokens: int | None = None,
     progress: bool = False,
-) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-    """``(cell indices, model inputs)`` over length-sorted batches of at most ``batch_size`` cells and
-    ``max_tokens`` padded tokens (defaults: the device's, :func:`biozoo.singlecell.device.batch_limits`);
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """``(cell indices, model inputs as host arrays)`` over length-sorted batches of at most ``batch_size``
+    cells and ``max_tokens`` padded tokens (defaults: ``device``'s, :func:`biozoo.singlecell.device.batch_limits`);
     a progress bar on stderr with ``progress``."""
     batch_size, max_tokens = batch_limits(device, batch_size, max_tokens)
     lengths = np.minimum(prepared.cells.lengths + (contract.eos_token is not None), contract.max_len)
     groups, _ = length_sorted_batches(lengths, batch_size, max_tokens=max_tokens)
     for idx in with_progress(groups, progress):
-        arrays = tokens_to_batch(prepared.cells, idx, contract)
-        yield idx, {k: to_device(v, device) for k, v in arrays.items()}
+        yield idx, tokens_to_batch(prepared.cells, idx, contract)

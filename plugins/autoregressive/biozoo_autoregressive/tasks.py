@@ -12,7 +12,7 @@ from biozoo.errors import BiozooError, InvalidArgumentError
 from biozoo.nn.sampling import check_sampling
 from biozoo.singlecell.anndata_io import write_h5ad_atomic
 from biozoo.singlecell.checks import refuse_non_finite
-from biozoo.singlecell.device import ResultCollector
+from biozoo.singlecell.device import run_batches
 from biozoo.singlecell.outputs import provenance, write_embeddings
 from biozoo.singlecell.tokenize import with_progress
 from biozoo_autoregressive.cells import CellContract, PreparedCells, batches, prepare
@@ -38,16 +38,21 @@ def cell_embeddings(
     var_column: str | None = None,
     layer: str | None = None,
     progress: bool = False,
+    devices: list[torch.device] | None = None,
 ) -> tuple[np.ndarray, PreparedCells]:
     """``model.encode`` for every cell, in cell order: ``[cells, hidden]``; NaN or infinite embeddings are refused."""
     contract = CellContract.of(model)
     prepared = prepare(adata, contract, var_column=var_column, layer=layer)
-    device = next(model.parameters()).device
-    results = ResultCollector(len(prepared.cells), device, lambda v: refuse_non_finite(v, model, "cell embeddings"))
-    with torch.inference_mode():
-        for idx, inputs in batches(prepared, contract, batch_size, device, progress=progress):
-            results.add(idx, model.encode(**inputs))
-    return results.result(), prepared
+    device = devices[0] if devices else next(model.parameters()).device
+    out = run_batches(
+        model,
+        batches(prepared, contract, batch_size, device, progress=progress),
+        lambda m, inputs: m.encode(**inputs),
+        len(prepared.cells),
+        devices=devices,
+        check=lambda values: refuse_non_finite(values, model, "cell embeddings"),
+    )
+    return out, prepared
 
 
 def embed(
@@ -61,13 +66,14 @@ def embed(
     seed: int = 0,
     key: str = EMBEDDING_KEY,
     progress: bool = True,
+    devices: list[torch.device] | None = None,
 ) -> dict[str, Any]:
     """Write ``obsm[key]`` (cell embeddings) and provenance into a new h5ad."""
     from biozoo_autoregressive import __version__
 
     def compute(adata: Any) -> tuple[np.ndarray, list[str]]:
         emb, prepared = cell_embeddings(
-            model, adata, batch_size=batch_size, var_column=var_column, layer=layer, progress=progress
+            model, adata, batch_size=batch_size, var_column=var_column, layer=layer, progress=progress, devices=devices
         )
         return emb, prepared.steps
 

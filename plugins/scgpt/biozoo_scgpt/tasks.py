@@ -26,7 +26,7 @@ from biozoo.nn.precision import upcast
 from biozoo.singlecell.anndata_io import read_h5ad, write_h5ad_atomic
 from biozoo.singlecell.binning import MAX_BINS, bin_values
 from biozoo.singlecell.checks import PreprocessingConfig, refuse_non_finite
-from biozoo.singlecell.device import ResultCollector, batch_limits, to_device
+from biozoo.singlecell.device import batch_limits, run_batches
 from biozoo.singlecell.outputs import model_preprocessing, provenance, write_embeddings
 from biozoo.singlecell.prepare import log_normalized_matched
 from biozoo.singlecell.tokenize import (
@@ -139,13 +139,12 @@ def batches(
     prepared: PreparedCells,
     contract: InputContract,
     batch_size: int,
-    device: torch.device,
     seed: int = 0,
     progress: bool = True,
     order: np.ndarray | None = None,
     max_tokens: int | None = None,
-) -> Iterator[tuple[np.ndarray, dict]]:
-    """Yield ``(cell indices, model inputs)`` over length-sorted, right-padded batches.
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Yield ``(cell indices, model inputs as host arrays)`` over length-sorted, right-padded batches.
 
     ``max_tokens`` caps a batch's padded size (cells x tokens) as well as its cell count.
     """
@@ -163,19 +162,16 @@ def batches(
         )
         yield (
             idx,
-            {
-                "src": to_device(batch.genes, device),
-                "values": to_device(batch.values, device),
-                "src_key_padding_mask": to_device(batch.padding_mask, device),
-            },
+            {"src": batch.genes, "values": batch.values, "src_key_padding_mask": batch.padding_mask},
         )
 
 
 def run_cells(
     model: torch.nn.Module,
     adata: Any,
-    fn: Callable[[dict], torch.Tensor],
+    fn: Callable[[torch.nn.Module, dict], torch.Tensor],
     *,
+    devices: list[torch.device] | None = None,
     batch_size: int | None = None,
     var_column: str | None = None,
     layer: str | None = None,
@@ -185,28 +181,33 @@ def run_cells(
     max_tokens: int | None = None,
     what: str = "outputs",
 ) -> tuple[np.ndarray, PreparedCells]:
-    """Prepare ``adata`` for ``model``, run ``fn(inputs) -> [batch, ...]`` over length-sorted batches,
-    and return the results in cell order (inference mode). Batches hold at most ``batch_size`` cells
+    """Prepare ``adata`` for ``model``, run ``fn(model, inputs) -> [batch, ...]`` over length-sorted batches,
+    and return the results in cell order (inference mode), on the model's device or split over ``devices``
+    (:func:`biozoo.singlecell.device.run_batches`). Batches hold at most ``batch_size`` cells
     and ``max_tokens`` padded tokens; both default to the device's (:func:`biozoo.singlecell.device.batch_limits`:
     64 cells / 4,096 tokens on a CPU, 1,024 / 65,536 on a GPU). NaN or infinite results (``what``, for the
     message) are refused (on a GPU a few batches later than the one that has them, not to stall it)."""
     contract = InputContract.of(model, binning)
     prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
-    device = next(model.parameters()).device
+    device = devices[0] if devices else next(model.parameters()).device
     batch_size, max_tokens = batch_limits(device, batch_size, max_tokens)
-    results = ResultCollector(len(prepared.cells), device, lambda values: refuse_non_finite(values, model, what))
-    with torch.inference_mode():
-        for idx, inputs in batches(prepared, contract, batch_size, device, seed, progress, max_tokens=max_tokens):
-            results.add(idx, fn(inputs))
-    return results.result(), prepared
+    out = run_batches(
+        model,
+        batches(prepared, contract, batch_size, seed, progress, max_tokens=max_tokens),
+        fn,
+        len(prepared.cells),
+        devices=devices,
+        check=lambda values: refuse_non_finite(values, model, what),
+    )
+    return out, prepared
 
 
 def cell_embeddings(model: torch.nn.Module, adata: Any, **options: Any) -> tuple[np.ndarray, PreparedCells]:
     """L2-normalised CLS embeddings ``[cells, d]`` (what scGPT's ``embed_data`` returns); options as run_cells."""
 
-    def fn(inputs: dict) -> torch.Tensor:
-        hidden = model.encode(inputs["src"], inputs["values"], inputs["src_key_padding_mask"])
-        return F.normalize(upcast(model.cell_embedding(hidden, inputs["values"])), p=2, dim=1)  # norm in float32
+    def fn(m: torch.nn.Module, inputs: dict) -> torch.Tensor:
+        hidden = m.encode(inputs["src"], inputs["values"], inputs["src_key_padding_mask"])
+        return F.normalize(upcast(m.cell_embedding(hidden, inputs["values"])), p=2, dim=1)  # norm in float32
 
     return run_cells(model, adata, fn, what="cell embeddings", **options)
 
@@ -228,8 +229,8 @@ def _class_probabilities(
         )
     labels = model.cls_decoder.labels or [str(i) for i in range(model.cls_decoder.n_cls)]
 
-    def fn(inputs: dict) -> torch.Tensor:
-        return torch.softmax(upcast(model(**inputs, CLS=True)["cls_output"]), dim=-1)
+    def fn(m: torch.nn.Module, inputs: dict) -> torch.Tensor:
+        return torch.softmax(upcast(m(**inputs, CLS=True)["cls_output"]), dim=-1)
 
     probs, prepared = run_cells(model, adata, fn, what="class probabilities", **options)
     return probs, labels, prepared
@@ -264,14 +265,17 @@ def embed(
     seed: int = 0,
     key: str = EMBEDDING_KEY,
     progress: bool = True,
+    devices: list[torch.device] | None = None,
 ) -> dict[str, Any]:
-    """Write ``obsm[key]`` (cell embeddings) and ``uns['biozoo']`` provenance to a new h5ad."""
+    """Write ``obsm[key]`` (cell embeddings) and ``uns['biozoo']`` provenance to a new h5ad; ``devices``
+    splits the cells over several devices (the model is copied to each)."""
     from biozoo_scgpt import __version__
 
     def compute(adata: Any) -> tuple[np.ndarray, list[str]]:
         emb, prepared = cell_embeddings(
-            model, adata, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed, progress=progress
-        )
+            model, adata, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed, progress=progress,
+            devices=devices,
+        )  # fmt: skip
         return emb, prepared.steps
 
     return write_embeddings(
