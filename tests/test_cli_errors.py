@@ -107,6 +107,14 @@ CASES = [
     ([*SCORE, "-o", "afolder.json"], 1, "is a folder", ()),
     ([*SCORE, "-o", "old.json"], 1, "already exists", ()),
     (["score", "chroma/public", "in.pdb"], 1, "must be converted", ()),
+    (["manifest", "hash", "missing"], 1, "missing does not exist", ()),
+    (["manifest", "hash", "afolder"], 1, "afolder has no manifest.yaml", ()),
+    (["manifest", "hash", "EXISTING", "--check"], 1, "must be a mapping", ()),
+    (["manifest", "hash"], 2, "Missing argument 'FOLDER'", ()),
+    (["hub", "serve", "--root", "EXISTING"], 1, "is not a folder", ()),
+    (["hub", "serve", "--port", "70000"], 2, "--port", ()),
+    (["hub", "serve", "--protect-reads"], 1, "protecting reads needs a token", ()),
+    (["hub", "serve", "--max-upload-mb", "0"], 2, "--max-upload-mb", ()),
 ]
 
 

@@ -1,66 +1,22 @@
-"""A small Hugging Face Hub-compatible HTTP server for tests (stdlib only).
+"""The tests' Hub: the supported server (:mod:`biozoo.hub_server`, ``zoo hub serve``) plus what only tests need.
 
-Why: biozoo's tests must exercise the *stock* ``huggingface_hub`` client (no mocks) without internet. This server
-speaks the subset of the Hub API that client uses for create/upload/list/download (see
-``/work/shared/research/hub-server.md``). Deliberate choices, each forced by the 2.4.0 client:
-
-* preupload always answers ``uploadMode: "regular"``: any "lfs" answer makes a client with ``hf_xet`` installed
-  upload through xet, which this server does not speak. Files therefore travel base64-encoded in the NDJSON commit.
-* Files whose suffix is listed in the initial ``.gitattributes`` are still *reported* as LFS files (sha256,
-  pointer blob id, ``X-Linked-Etag``), like on the real Hub; they are simply not *uploaded* through LFS.
-* No ``X-Xet-Hash`` / ``xetHash`` is ever sent, so downloads stay on plain HTTP.
-* Responses use HTTP/1.0 (one request per connection), so after :meth:`HubServer.stop` no pooled keep-alive
-  connection can keep talking to a "stopped" server: the URL really refuses connections.
-
-State (repos, refs, commits) is kept in memory and mirrored to ``root/state.json``; file contents are stored once
-under ``root/blobs/<sha256>``. A new ``HubServer`` on the same root therefore sees the previous data.
+Why a subclass and not a copy: the tests must exercise the very server users run. What is added here is test-only:
+a log of every request (tests assert on traffic) and switchable misbehaviour of the file endpoint
+(:class:`Hostile`), which a supported server must never have.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
-REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
-URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack", ".gguf", ".npy", ".npz")
-GITATTRIBUTES = "".join(f"*{s} filter=lfs diff=lfs merge=lfs -text\n" for s in LFS_SUFFIXES).encode()
-INVALID_TOKEN = "Invalid credentials in Authorization header"  # the client maps exactly this text to a plain 401
-FileEntry = dict[str, Any]  # {"sha256", "size", "gitOid" (git sha1 of the content), "lfs": bool}
-Repo = dict[str, Any]  # {"type", "id", "private", "createdAt", "branches", "tags", "commits"}
+from biozoo.hub_server import ApiError, FileAnswer, Repo, git_sha1, lfs_pointer
+from biozoo.hub_server import HubServer as _Server
 
-
-def git_sha1(data: bytes) -> str:
-    """Git blob id of ``data`` (what the Hub reports as ``oid``/``blobId`` for non-LFS files)."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def lfs_pointer(sha256: str, size: int) -> bytes:
-    """The git-lfs pointer file whose git blob id the Hub reports for LFS files."""
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-class HubError(Exception):
-    """An HTTP error answer; ``code`` becomes ``X-Error-Code``, which the client maps to its exception classes."""
-
-    def __init__(self, status: int, message: str, code: str | None = None, **headers: str) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.headers = status, message, code, headers
+__all__ = ["Hostile", "HubServer", "git_sha1", "lfs_pointer"]
 
 
 @dataclass
@@ -79,61 +35,19 @@ class Hostile:
     extra_bytes: dict[str, int] = field(default_factory=dict)  # announce and stream N zero bytes more than stored
 
 
-class HubServer:
-    """Git-like in-process Hub: repos with commits, branches and tags, served on ``host:port`` from a thread."""
+class HubServer(_Server):
+    """:class:`biozoo.hub_server.HubServer` with a request log and :meth:`misbehave`; quiet, user ``tester``."""
 
     def __init__(
         self, root: Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None, username: str = "tester"
     ) -> None:
-        self.root, self.host, self.port, self.token, self.username = Path(root), host, port, token, username
-        self.blobs = self.root / "blobs"
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        super().__init__(root, host, port, token, username)
         self.request_log: list[tuple[str, str, int]] = []  # (method, path, status): lets tests assert traffic
-        self._lock = threading.RLock()
-        self._counter = 0
-        state = self.root / "state.json"
-        self._repos: dict[str, Repo] = json.loads(state.read_text()) if state.exists() else {}
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.hostile = Hostile()
         self._heads: dict[str, int] = {}  # HEADs seen per file while misbehaving (for Hostile.honest_heads)
 
-    # ----------------------------------------------------------------------------------------------- lifecycle
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> HubServer:
-        """Serve in a daemon thread. After :meth:`stop` it restarts on the same port (simulates recovery)."""
-        if self._httpd is not None:
-            return self
-        httpd = ThreadingHTTPServer((self.host, self.port), _Handler)
-        httpd.daemon_threads = True
-        httpd.hub = self  # type: ignore[attr-defined]
-        self.port = httpd.server_address[1]
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the listening socket: the URL then refuses connections (an outage)."""
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
-
-    @contextmanager
-    def outage(self) -> Iterator[None]:
-        """Refuse connections inside the block, then come back on the same URL with the same data."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
+    def record(self, method: str, path: str, status: int) -> None:
+        self.request_log.append((method, path, status))
 
     @contextmanager
     def misbehave(self, **behaviour: Any) -> Iterator[Hostile]:
@@ -147,408 +61,20 @@ class HubServer:
         finally:
             self.hostile, self._heads = Hostile(), {}
 
-    def __enter__(self) -> HubServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------------------------------------ storage
-    def _save(self) -> None:
-        tmp = self.root / "state.json.tmp"
-        tmp.write_text(json.dumps(self._repos))
-        os.replace(tmp, self.root / "state.json")
-
-    def _put_blob(self, path: str, data: bytes) -> FileEntry:
-        sha = hashlib.sha256(data).hexdigest()
-        target = self.blobs / sha
-        if not target.exists():
-            tmp = self.blobs / f"{sha}.{threading.get_ident()}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-        return {"sha256": sha, "size": len(data), "gitOid": git_sha1(data), "lfs": path.endswith(LFS_SUFFIXES)}
-
-    def read_file(self, repo_id: str, path: str, revision: str = "main", repo_type: str = "model") -> bytes:
-        """Server-side view of a file (for assertions that do not go through the client)."""
-        with self._lock:
-            repo = self._repo(repo_type, repo_id)
-            entry = repo["commits"][self._resolve(repo, revision)]["files"][path]
-        return (self.blobs / entry["sha256"]).read_bytes()
-
-    def _repo(self, repo_type: str, repo_id: str) -> Repo:
-        repo = self._repos.get(f"{repo_type}:{repo_id}")
-        if repo is None:
-            raise HubError(404, f"Repository {repo_id} not found", "RepoNotFound")
-        return repo
-
-    def _resolve(self, repo: Repo, rev: str) -> str:
-        """Branch, tag, ``refs/heads|tags/...``, full commit id or an unambiguous >=7-char prefix -> commit id."""
-        for prefix, table in (("refs/heads/", repo["branches"]), ("refs/tags/", repo["tags"])):
-            if rev.startswith(prefix) and rev[len(prefix) :] in table:
-                return table[rev[len(prefix) :]]
-        if rev in repo["branches"]:
-            return repo["branches"][rev]
-        if rev in repo["tags"]:
-            return repo["tags"][rev]
-        if rev in repo["commits"]:
-            return rev
-        matches = [c for c in repo["commits"] if len(rev) >= 7 and c.startswith(rev.lower())]
-        if len(matches) == 1:
-            return matches[0]
-        raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")
-
-    def _new_commit(self, repo: Repo, parent: str | None, files: dict[str, FileEntry], title: str, msg: str) -> str:
-        self._counter += 1
-        date = _now()
-        seed = json.dumps([repo["id"], parent, files, title, msg, date, self._counter], sort_keys=True)
-        cid = hashlib.sha1(seed.encode()).hexdigest()
-        repo["commits"][cid] = {"parent": parent, "title": title, "message": msg, "date": date, "files": files}
-        return cid
-
-    def repo_url(self, repo_type: str, repo_id: str) -> str:
-        return f"{self.url}/{URL_PREFIXES[repo_type]}{repo_id}"
-
-    # ------------------------------------------------------------------------------------ API implementations
-    def create_repo(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        repo_type = body.get("type") or "model"
-        name, namespace = str(body.get("name") or ""), body.get("organization") or self.username
-        if repo_type not in URL_PREFIXES or not name or "/" in name or name.startswith("."):
-            raise HubError(400, f"Invalid repo name or type: {name!r} ({repo_type})")
-        repo_id = f"{namespace}/{name}"
-        answer = {"url": self.repo_url(repo_type, repo_id), "name": repo_id, "id": repo_id}
-        with self._lock:
-            key = f"{repo_type}:{repo_id}"
-            if key in self._repos:  # the body must still carry "url": create_repo(exist_ok=True) reads it
-                return 409, {"error": "You already created this repo", **answer}
-            private = bool(body.get("private")) or body.get("visibility") == "private"
-            repo: Repo = dict(type=repo_type, id=repo_id, private=private, createdAt=_now(), branches={}, tags={})
-            repo["commits"] = {}
-            files = {".gitattributes": self._put_blob(".gitattributes", GITATTRIBUTES)}
-            repo["branches"]["main"] = self._new_commit(repo, None, files, "initial commit", "")
-            self._repos[key] = repo
-            self._save()
-        return 200, answer
-
-    def delete_repo(self, body: dict[str, Any]) -> None:
-        repo_id = f"{body.get('organization') or self.username}/{body.get('name')}"
-        with self._lock:
-            self._repo(body.get("type") or "model", repo_id)
-            del self._repos[f"{body.get('type') or 'model'}:{repo_id}"]
-            self._save()
-
-    def commit(self, repo: Repo, rev: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
-        """Apply an NDJSON commit (header, file, lfsFile, deletedFile, deletedFolder) on top of a branch."""
-        branch = rev.removeprefix("refs/heads/")
-        with self._lock:
-            if branch not in repo["branches"]:
-                self._resolve(repo, rev)  # RevisionNotFound if unknown, else it is a tag/commit:
-                raise HubError(400, f"Can only commit to a branch, not to {rev!r}")
-            head = repo["branches"][branch]
-            header = next((ln["value"] for ln in lines if ln.get("key") == "header"), {})
-            parent = header.get("parentCommit")
-            if parent and parent != head:
-                raise HubError(412, "A commit has happened since. Please refresh and try again.")
-            files = dict(repo["commits"][head]["files"])
-            for line in lines:
-                key, value = line.get("key"), line.get("value") or {}
-                path = str(value.get("path", "")).strip("/")
-                if key == "header":
-                    continue
-                if not path or ".." in path.split("/"):
-                    raise HubError(400, f"Invalid path in commit: {path!r}")
-                if key == "file":
-                    files[path] = self._put_blob(path, base64.b64decode(value["content"]))
-                elif key == "lfsFile":  # only for content the server already has (e.g. CommitOperationCopy)
-                    blob = self.blobs / str(value.get("oid"))
-                    if not blob.is_file():
-                        raise HubError(400, f"LFS object {value.get('oid')} was never uploaded (uploads are regular)")
-                    files[path] = self._put_blob(path, blob.read_bytes())
-                elif key == "deletedFile":
-                    if files.pop(path, None) is None:
-                        raise HubError(404, f"File {path} does not exist", "EntryNotFound")
-                elif key == "deletedFolder":
-                    files = {p: f for p, f in files.items() if not p.startswith(path + "/")}
-                else:
-                    raise HubError(400, f"Unknown commit operation {key!r}")
-            cid = self._new_commit(
-                repo, head, files, str(header.get("summary", "")), str(header.get("description", ""))
-            )
-            repo["branches"][branch] = cid
-            self._save()
-        url = f"{self.repo_url(repo['type'], repo['id'])}/commit/{cid}"
-        return {"success": True, "commitOid": cid, "commitUrl": url, "pullRequestUrl": None}
-
-    def info(self, repo: Repo, cid: str, blobs: bool) -> dict[str, Any]:
-        commit = repo["commits"][cid]
-        siblings = []
-        for path, f in sorted(commit["files"].items()):
-            sibling: dict[str, Any] = {"rfilename": path}
-            if blobs:
-                sibling.update(size=f["size"], blobId=_blob_id(f))
-                if f["lfs"]:
-                    sibling["lfs"] = {"sha256": f["sha256"], "size": f["size"], "pointerSize": _pointer_size(f)}
-            siblings.append(sibling)
-        info = {"id": repo["id"], "author": repo["id"].split("/")[0], "sha": cid, "private": repo["private"]}
-        return {**info, "createdAt": repo["createdAt"], "lastModified": commit["date"], "siblings": siblings}
-
-    def tree(self, files: dict[str, FileEntry], prefix: str, recursive: bool) -> list[dict[str, Any]]:
-        """Tree listing below ``prefix``; directories are derived from file paths (git has no empty dirs)."""
-        base = f"{prefix}/" if prefix else ""
-        below = {p: f for p, f in files.items() if p.startswith(base)}
-        if prefix and not below:
-            raise HubError(404, f"{prefix} does not exist or is not a directory", "EntryNotFound")
-        dirs: set[str] = set()
-        out_files: list[str] = []
-        for path in below:
-            parts = path[len(base) :].split("/")
-            for depth in range(1, len(parts) if recursive else min(2, len(parts))):
-                dirs.add(base + "/".join(parts[:depth]))
-            if recursive or len(parts) == 1:
-                out_files.append(path)
-        return [_dir_entry(files, d) for d in sorted(dirs)] + [_file_entry(p, files[p]) for p in sorted(out_files)]
-
-    def refs(self, repo: Repo) -> dict[str, Any]:
-        def fmt(kind: str, table: dict[str, str]) -> list[dict[str, str]]:
-            return [{"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": c} for n, c in sorted(table.items())]
-
-        branches, tags = fmt("heads", repo["branches"]), fmt("tags", repo["tags"])
-        return {"branches": branches, "tags": tags, "converts": [], "pullRequests": []}
-
-    def history(self, repo: Repo, cid: str | None) -> list[dict[str, Any]]:
-        out = []
-        while cid is not None:
-            c = repo["commits"][cid]
-            fields = {k: c[k] for k in ("title", "message", "date")}
-            out.append({"id": cid, **fields, "authors": [{"user": self.username, "avatar": None}]})
-            cid = c["parent"]
-        return out
-
-    def set_ref(self, repo: Repo, kind: str, name: str, target: str | None) -> None:
-        """Create (``target`` set) or delete (``target`` None) a branch or tag; 409 / 404 like the Hub."""
-        table = repo["branches" if kind == "branch" else "tags"]
-        with self._lock:
-            if target is None:
-                if name not in table:
-                    raise HubError(404, f"{kind} {name} not found", "RevisionNotFound")
-                if kind == "branch" and name == "main":
-                    raise HubError(403, "Cannot delete the default branch")
-                del table[name]
-            else:
-                if not name or name in table:
-                    raise HubError(409, f"{kind} {name!r} already exists")
-                table[name] = self._resolve(repo, target)
-            self._save()
-
-    def check_auth(self, method: str, segs: list[str], header: str | None) -> None:
-        """With a token configured: a wrong bearer token is always 401, a missing one only on write calls."""
-        if self.token is None:
-            return
-        if header is not None and header != f"Bearer {self.token}":
-            raise HubError(401, INVALID_TOKEN)
-        read_only_post = segs[:2] == ["api", "validate-yaml"] or segs[4:5] == ["paths-info"]
-        if header is None and method in ("POST", "PUT", "DELETE") and not read_only_post:
-            raise HubError(401, "You must be authenticated to perform this write operation")
-
-
-def _blob_id(f: FileEntry) -> str:
-    return git_sha1(lfs_pointer(f["sha256"], f["size"])) if f["lfs"] else f["gitOid"]
-
-
-def _pointer_size(f: FileEntry) -> int:
-    return len(lfs_pointer(f["sha256"], f["size"]))
-
-
-def _file_entry(path: str, f: FileEntry) -> dict[str, Any]:
-    entry: dict[str, Any] = {"type": "file", "oid": _blob_id(f), "size": f["size"], "path": path}
-    if f["lfs"]:
-        entry["lfs"] = {"oid": f["sha256"], "size": f["size"], "pointerSize": _pointer_size(f)}
-    return entry
-
-
-def _dir_entry(files: dict[str, FileEntry], path: str) -> dict[str, Any]:
-    inner = sorted((p, _blob_id(f)) for p, f in files.items() if p.startswith(path + "/"))
-    return {"type": "directory", "oid": hashlib.sha1(json.dumps(inner).encode()).hexdigest(), "size": 0, "path": path}
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").lower() in ("1", "true", "yes")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Routes requests to :class:`HubServer`; HTTP/1.0 so every connection closes after one response."""
-
-    server_version = "biozoo-testhub/1.0"
-
-    @property
-    def hub(self) -> HubServer:
-        return self.server.hub  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep pytest output clean; traffic is in hub.request_log
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        self.hub.request_log.append((self.command, self.path, int(code) if isinstance(code, int) else 0))
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
-
-    def _body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _json_body(self) -> dict[str, Any]:
-        body = self._body()
-        return json.loads(body) if body.strip() else {}
-
-    def _send(self, status: int, payload: Any = None, headers: dict[str, str] | None = None) -> None:
-        data = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def _dispatch(self) -> None:
-        url = urlsplit(self.path)
-        # Split *before* unquoting: revisions arrive quoted with safe="" ("refs%2Fpr%2F1" is one segment).
-        segs = [unquote(s) for s in url.path.split("/")[1:]]
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+    def file_answer(self, method: str, repo: Repo, rev: str, path: str) -> FileAnswer:
+        hostile = self.hostile
+        rev = hostile.serve_commit.get(rev, rev)
         try:
-            self.hub.check_auth(self.command, segs, self.headers.get("Authorization"))
-            self._route(self.command, segs, query)
-        except HubError as err:
-            headers = {"X-Error-Message": err.message, **err.headers}
-            if err.code:  # the client maps RepoNotFound / RevisionNotFound / EntryNotFound to its exceptions
-                headers["X-Error-Code"] = err.code
-            self._send(err.status, {"error": err.message}, headers)
-        except (ValueError, KeyError, TypeError, IndexError) as err:  # malformed requests
-            self._send(400, {"error": f"Bad request: {err!r}"})
-        except Exception as err:  # a server bug: answer (the client retries 5xx) rather than drop the connection
-            self._send(500, {"error": f"biozoo test hub bug: {err!r}"})
-
-    def _route(self, method: str, segs: list[str], query: dict[str, str]) -> None:
-        hub = self.hub
-        if segs[:1] != ["api"]:
-            return self._resolve_file(method, segs)
-        if segs == ["api", "whoami-v2"]:
-            if self.headers.get("Authorization") is None:
-                raise HubError(401, INVALID_TOKEN)
-            auth = {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}}
-            return self._send(200, {"type": "user", "name": hub.username, "fullname": hub.username, "auth": auth})
-        if segs == ["api", "validate-yaml"]:
-            self._body()
-            return self._send(200, {"errors": [], "warnings": []})
-        if segs == ["api", "repos", "create"] and method == "POST":
-            return self._send(*hub.create_repo(self._json_body()))
-        if segs == ["api", "repos", "delete"] and method == "DELETE":
-            hub.delete_repo(self._json_body())
-            return self._send(200, {})
-        if len(segs) < 4 or segs[1] not in REPO_TYPES:
-            raise HubError(404, f"Unknown endpoint {self.path}")
-        repo_type, repo_id, rest = REPO_TYPES[segs[1]], f"{segs[2]}/{segs[3]}", segs[4:]
-        with hub._lock:
-            repo = hub._repo(repo_type, repo_id)
-            op = rest[0] if rest else ""
-            if method in ("GET", "HEAD") and op in ("", "revision") and len(rest) <= 2:
-                cid = hub._resolve(repo, rest[1] if rest else "main")
-                return self._send(200, hub.info(repo, cid, _truthy(query.get("blobs"))))
-            if op == "refs" and method == "GET":
-                return self._send(200, hub.refs(repo))
-            if op == "commits" and method == "GET" and len(rest) == 2:
-                return self._send(200, hub.history(repo, hub._resolve(repo, rest[1])))
-            if op == "tree" and method == "GET" and len(rest) >= 2:
-                files = repo["commits"][hub._resolve(repo, rest[1])]["files"]
-                return self._send(200, hub.tree(files, "/".join(rest[2:]).strip("/"), _truthy(query.get("recursive"))))
-            if op == "paths-info" and method == "POST" and len(rest) == 2:
-                files = repo["commits"][hub._resolve(repo, rest[1])]["files"]
-                form = parse_qs(self._body().decode())
-                wanted = [p.strip("/") for p in form.get("paths", [])]
-                listing = {e["path"]: e for e in hub.tree(files, "", recursive=True)}
-                return self._send(200, [listing[p] for p in wanted if p in listing])
-            if op == "preupload" and method == "POST" and len(rest) == 2:
-                files = repo["commits"][hub._resolve(repo, rest[1])]["files"]
-                # Always "regular" (see module docstring); "oid" lets the client skip unchanged files.
-                answer = [
-                    {"path": p, "uploadMode": "regular", "shouldIgnore": False, "oid": files.get(p, {}).get("gitOid")}
-                    for p in (f["path"] for f in self._json_body().get("files", []))
-                ]
-                return self._send(200, {"files": answer})
-        # Writes below take the (re-entrant) lock themselves; they may read the body without holding it.
-        if op == "commit" and method == "POST" and len(rest) == 2:
-            if _truthy(query.get("create_pr")):
-                raise HubError(501, "Pull requests are not supported by the biozoo test hub")
-            lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
-            return self._send(200, hub.commit(repo, rest[1], lines))
-        if op in ("branch", "tag") and len(rest) == 2 and method in ("POST", "DELETE"):
-            body = self._json_body() if method == "POST" else {}
-            if method == "DELETE":
-                name, target = rest[1], None
-            elif op == "tag":  # POST .../tag/{revision} {"tag": name}
-                name, target = body.get("tag", ""), rest[1]
-            else:  # POST .../branch/{name} {"startingPoint": revision}
-                name, target = rest[1], body.get("startingPoint") or "main"
-            hub.set_ref(repo, op, name, target)
-            return self._send(200, {})
-        raise HubError(501, f"{method} {self.path} is not implemented by the biozoo test hub")
-
-    def _resolve_file(self, method: str, segs: list[str]) -> None:
-        """``/{datasets/|spaces/}{ns}/{name}/resolve/{rev}/{path}`` with the headers hf_hub_download insists on."""
-        repo_type = "model"
-        if segs[:1] in (["datasets"], ["spaces"]):
-            repo_type, segs = REPO_TYPES[segs[0]], segs[1:]
-        if len(segs) < 5 or segs[2] != "resolve" or method not in ("GET", "HEAD"):
-            raise HubError(404, f"Unknown endpoint {self.path}")
-        path = "/".join(segs[4:])
-        hostile = self.hub.hostile
-        with self.hub._lock:
-            repo = self.hub._repo(repo_type, f"{segs[0]}/{segs[1]}")
-            rev = hostile.serve_commit.get(segs[3], segs[3])
-            try:
-                cid = self.hub._resolve(repo, rev)
-            except HubError:
-                if not hostile.any_revision:
-                    raise
-                cid = repo["branches"]["main"]
-            entry = repo["commits"][cid]["files"].get(path)
-            if method == "HEAD":
-                self.hub._heads[path] = self.hub._heads.get(path, 0) + 1
-            lying = self.hub._heads.get(path, 0) > hostile.honest_heads
-        if entry is None:  # X-Repo-Commit lets the client cache the non-existence
-            raise HubError(404, f"Entry {path} not found", "EntryNotFound", **{"X-Repo-Commit": cid})
-        stored = entry["size"]
-        size = stored + hostile.extra_bytes.get(path, 0)
-        etag = entry["sha256"] if entry["lfs"] else entry["gitOid"]
+            answer = super().file_answer(method, repo, rev, path)
+        except ApiError as err:
+            if not (hostile.any_revision and err.code == "RevisionNotFound"):
+                raise
+            answer = super().file_answer(method, repo, repo["branches"]["main"], path)
+        if method == "HEAD":
+            self._heads[path] = self._heads.get(path, 0) + 1
+        lying = self._heads.get(path, 0) > hostile.honest_heads
+        answer.size += hostile.extra_bytes.get(path, 0)
         if path in hostile.etag and lying:
-            etag = hostile.etag[path]
-        headers = {"X-Repo-Commit": cid, "ETag": f'"{etag}"', "Content-Type": "application/octet-stream"}
-        if entry["lfs"]:
-            headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(size)})
-        start, end, status = 0, size - 1, 200
-        spec = self.headers.get("Range", "")
-        if spec.startswith("bytes=") and "," not in spec:
-            first, _, last = spec[6:].partition("-")
-            start, end = (size - int(last), size - 1) if not first else (int(first), int(last) if last else size - 1)
-            start, end, status = max(start, 0), min(end, size - 1), 206
-            if start >= size or start > end:
-                raise HubError(416, "Range not satisfiable", **{"Content-Range": f"bytes */{size}"})
-            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(end - start + 1 if size else 0))
-        self.end_headers()
-        if method == "GET" and size:
-            end = min(end, hostile.drop_after.get(path, size) - 1)  # then the connection closes (HTTP/1.0)
-            with open(self.hub.blobs / entry["sha256"], "rb") as fh:
-                fh.seek(min(start, stored))
-                remaining = min(end, stored - 1) - start + 1
-                while remaining > 0 and (chunk := fh.read(min(remaining, 1 << 20))):
-                    self.wfile.write(chunk)
-                    remaining -= len(chunk)
-            padding = end - max(start, stored) + 1  # Hostile.extra_bytes: zeros past the stored content
-            while padding > 0:
-                self.wfile.write(bytes(min(padding, 1 << 20)))
-                padding -= 1 << 20
+            answer.etag = hostile.etag[path]
+        answer.stop_after = hostile.drop_after.get(path)
+        return answer

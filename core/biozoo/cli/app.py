@@ -38,6 +38,10 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="Inspect and clean the model cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+hub_app = typer.Typer(help="A local Hub for air-gapped labs and CI (HF_ENDPOINT).", no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
+manifest_app = typer.Typer(help="Maintain a model folder's manifest.", no_args_is_help=True)
+app.add_typer(manifest_app, name="manifest")
 
 
 def _console(stderr: bool = False) -> Console:
@@ -881,6 +885,69 @@ def cache_rm(
 
     freed = cache.remove(repo)
     out.print(f"removed {repo} ({freed})")
+
+
+@hub_app.command("serve")
+def hub_serve(
+    root: Annotated[Path, typer.Option(help="folder holding the repositories (created if missing)")] = Path("zoo-hub"),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port; 0 picks a free one")] = 8910,
+    host: Annotated[str, typer.Option(help="address to listen on; 0.0.0.0 serves the whole network")] = "127.0.0.1",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="BIOZOO_HUB_TOKEN", help="bearer token required for writes (prefer BIOZOO_HUB_TOKEN)"),
+    ] = None,
+    protect_reads: Annotated[bool, typer.Option("--protect-reads", help="require the token for reads too")] = False,
+    max_upload_mb: Annotated[int, typer.Option(min=1, help="largest commit accepted, in MiB")] = 4096,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no access log on stderr")] = False,
+) -> None:
+    """Serve a Hugging Face Hub-compatible API from a folder: zoo publish / zoo load hf://... with HF_ENDPOINT."""
+    import signal
+
+    from biozoo.hub_server import HubServer
+
+    server = HubServer(
+        root, host, port, token, protect_reads=protect_reads, max_upload=max_upload_mb * 2**20,
+        log=None if quiet else sys.stderr,
+    )  # fmt: skip
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as cleanly as Ctrl-C
+    server.start()
+    try:
+        out.print(f"serving the repositories in {escape(str(root.resolve()))} at {server.url}", soft_wrap=True)
+        out.print(f"export HF_ENDPOINT={server.url}", soft_wrap=True, highlight=False)
+        if token:
+            out.print("writes" + (" and reads" if protect_reads else "") + " need the token: export HF_TOKEN=...")
+        elif host not in ("127.0.0.1", "localhost", "::1"):
+            err.print(f"[yellow]warning:[/] no --token: anyone who can reach {host}:{server.port} can publish")
+        out.print("Ctrl-C stops it")
+        sys.stdout.flush()
+        server.wait()
+    except KeyboardInterrupt:
+        server.stop()
+        err.print(f"stopped; the repositories stay in {escape(str(root))}", soft_wrap=True)
+        raise SystemExit(130) from None
+    finally:
+        server.stop()
+
+
+@manifest_app.command("hash")
+def manifest_hash(
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="model folder with manifest.yaml")],
+    check: Annotated[bool, typer.Option("--check", help="only report files that differ; exit 1 if any")] = False,
+) -> None:
+    """Set the sha256 and size of the weights and test vectors in a manifest (after re-training), then validate it."""
+    from biozoo.manifest.rehash import refresh
+
+    located, changed = refresh(folder, check=check)
+    for h in changed:
+        size = "" if h.size is None or h.size == h.actual_size else f", size {h.size} -> {h.actual_size}"
+        verb = "differs" if check else "updated"
+        out.print(f"{verb} {escape(h.path)}: sha256 {h.sha256[:12]} -> {h.actual_sha256[:12]}{size}", soft_wrap=True)
+    if check and changed:
+        raise BiozooError(
+            f"{len(changed)} file(s) differ from what {located.path} says", f"run `zoo manifest hash {folder}`"
+        )
+    what = "up to date" if not changed else f"updated ({len(changed)} file(s))"
+    out.print(f"[bold green]{escape(str(located.path))} is {what}[/]; {located.manifest.id} assembles", soft_wrap=True)
 
 
 def _click_exceptions() -> Any:
