@@ -112,7 +112,7 @@ def test_incompatible_core_range_is_reported_before_import(fake_plugins: FakePlu
 
 def test_unknown_component_of_incompatible_plugin_explains(fake_plugins: FakePlugins) -> None:
     fake_plugins.add("future", "raise SystemExit(1)\n", requires="biozoo>=9.0")
-    with pytest.raises(UnknownNameError, match="plugin 'future' is incompatible"):
+    with pytest.raises(UnknownNameError, match=r"plugin 'future' \(biozoo-future 1.2.3\) is incompatible"):
         get_registry().component_decl("future.encoder")
 
 
@@ -163,7 +163,7 @@ def biozoo_manifests():
 def test_strict_mode_fails_loudly(fake_plugins: FakePlugins, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_plugins.add("broken", "import nope_nope\n")
     monkeypatch.setenv("BIOZOO_STRICT", "1")
-    with pytest.raises(PluginError, match="'broken' failed to import"):
+    with pytest.raises(PluginError, match=r"plugin 'broken' \(biozoo-broken 1.2.3\) failed to import"):
         get_registry()
 
 

@@ -3,7 +3,8 @@
 Built once per process from plugin declarations (no model code imported).
 Conflicts are recorded, not fatal: two plugins claiming one name makes *that*
 name unusable, with an error naming both, while everything else keeps working
-(``BIOZOO_STRICT=1`` makes conflicts fatal at build time). One exception: an
+(``BIOZOO_STRICT=1`` makes conflicts fatal at build time, and imports every
+declared target so that broken model code fails there too). One exception: an
 attention processor name the core declares stays the core's (a plugin that
 also declares ``sdpa`` must not change which kernel every model runs). Every
 conflict is shown: ``zoo plugins`` and ``zoo list --kind ...`` name each
@@ -30,7 +31,7 @@ from biozoo.plugins.declarations import (
     TaskDecl,
     resolve_target,
 )
-from biozoo.plugins.loader import DISABLED, INCOMPATIBLE, PluginStatus, discover, strict_mode
+from biozoo.plugins.loader import BROKEN, DISABLED, INCOMPATIBLE, PluginStatus, discover, strict_mode
 
 T = TypeVar("T")
 CORE = "core"
@@ -139,6 +140,31 @@ class Registry:
             for table in self._tables():
                 for name, owners in table.conflicts().items():
                     raise DuplicateNameError(f"{table.what} {name!r} is claimed by plugins {' and '.join(owners)}")
+            self._check_targets()
+
+    def _check_targets(self) -> None:
+        """Strict mode: import every target the healthy plugins declare, so broken model code fails now.
+
+        This imports torch and every plugin's model code (seconds, not the listing budget); assembling
+        the plugins' manifests and running their test vectors is left to ``zoo plugins --check``.
+        """
+        from biozoo.plugins.check import FAILED, target_checks
+
+        failed = [
+            (name, check)
+            for name, status in self.plugins.items()
+            if status.healthy
+            for check in target_checks(self, name)
+            if check.status == FAILED
+        ]
+        if failed:
+            names = sorted({name for name, _ in failed})
+            command = "zoo plugins --check" + (f" {names[0]}" if len(names) == 1 else "")
+            raise PluginError(
+                f"{len(failed)} declared target(s) are broken: "
+                + "; ".join(f"{self.plugins[name].label}: {check.subject}: {check.cause}" for name, check in failed),
+                f"`{command}` lists every check with its cause; fix or reinstall the plugin",
+            )
 
     def _tables(self) -> tuple[_Table[Any], ...]:
         return (self.components, self.processor_decls, self.converters, self.tasks, self.folder_formats, self.models)
@@ -204,20 +230,32 @@ class Registry:
 
     # -- plugins ---------------------------------------------------------------
 
+    def plugin_status(self, plugin: str) -> PluginStatus | None:
+        """The installed plugin a namespace refers to: its own, or one whose name differs only by '-'/'_'/case.
+
+        A plugin whose entry point is ``gene-mini`` is what ``gene_mini.encoder`` means: calling it
+        "not installed" (and "install it") would send its author after the wrong fix.
+        """
+        if plugin in self.plugins:
+            return self.plugins[plugin]
+        near = [s for s in self.plugins.values() if _normal(s.name) == _normal(plugin)]
+        return near[0] if len(near) == 1 else None
+
     def plugin_problem(self, plugin: str) -> str | None:
         """Why a plugin's names cannot be used, or None when it is healthy."""
-        status = self.plugins.get(plugin)
+        status = self.plugin_status(plugin)
         if status is None:
             return f"plugin {plugin!r} is not installed"
         if not status.healthy:
-            return f"plugin {plugin!r} is {status.status}: {status.reason}"
+            return f"{status.label} is {status.status}: {status.reason}"
         return None
 
     def plugin_fix(self, plugin: str) -> str:
         """What to do about :meth:`plugin_problem`: installing helps only a plugin that is not installed."""
-        status = self.plugins.get(plugin)
+        status = self.plugin_status(plugin)
         if status is None:
             return f"install it (the convention is `pip install biozoo-{plugin}`), then check `zoo plugins`"
+        plugin = status.name
         if status.status == DISABLED:
             return (
                 f"it is turned off by the environment: add {plugin} to BIOZOO_PLUGINS or remove it from "
@@ -225,7 +263,19 @@ class Registry:
             )
         if status.status == INCOMPATIBLE:
             return f"upgrade {status.distribution} or install a biozoo in its range ({status.core_range})"
-        return f"`zoo plugins` shows why; reinstall {status.distribution} or report it to its authors"
+        return f"`zoo plugins --check {plugin}` shows why; reinstall {status.distribution} or report it to its authors"
+
+    def import_target(self, target: str, plugin: str) -> Any:
+        """Import a target ``plugin`` declared; a failure names the plugin and its distribution."""
+        try:
+            return resolve_target(target)
+        except PluginError as exc:
+            status = self.plugin_status(plugin)
+            raise PluginError(
+                f"{status.label if status else repr(plugin)}: {exc.message}",
+                f"`zoo plugins --check {plugin}` imports and checks everything it declares; reinstall "
+                f"{status.distribution if status else 'it'} or report it to its authors",
+            ) from exc.__cause__
 
     def environment_warnings(self) -> list[str]:
         """Settings that silently change what loads: a BIOZOO_PLUGINS / BIOZOO_DISABLE_PLUGINS name nobody has."""
@@ -249,6 +299,23 @@ class Registry:
         claim = self.models.get(model_id)
         if claim is None:
             close = difflib.get_close_matches(model_id, self.models.names(), n=3)
+            unloaded = self.unloaded_plugins()
+            if unloaded:  # its manifest may ship in a plugin that did not load: say which and why
+                named = [s for s in unloaded if _normal(model_id.split("/", 1)[0]) in _spellings(s)]
+                if named:
+                    status = named[0]
+                    raise UnknownNameError(
+                        f"no model named {model_id!r}: {status.label}, which would list it, is {status.status}"
+                        f" ({status.reason}), so none of its models are listed",
+                        self.plugin_fix(status.name),
+                    )
+                raise UnknownNameError(
+                    f"no model named {model_id!r}; the models of "
+                    + ", ".join(f"{s.label} ({s.status})" for s in unloaded)
+                    + " are not listed because the plugin did not load",
+                    (f"did you mean {', '.join(close)}? " if close else "")
+                    + "`zoo plugins` says why each plugin did not load",
+                )
             raise UnknownNameError(
                 f"no model named {model_id!r}",
                 f"did you mean {', '.join(close)}?"
@@ -256,6 +323,10 @@ class Registry:
                 else "`zoo list` shows every model; a path or hf://ORG/NAME@REV also works",
             )
         return claim.value
+
+    def unloaded_plugins(self) -> list[PluginStatus]:
+        """Installed plugins whose manifests are missing from the listing because they did not load."""
+        return [s for s in self.plugins.values() if s.status in (BROKEN, INCOMPATIBLE, DISABLED)]
 
     def available(self, entry: ModelEntry) -> tuple[bool, str]:
         if "_error" in entry.raw or entry.id.startswith("(invalid)"):
@@ -292,13 +363,9 @@ class Registry:
         if expected is not None and decl.kind != expected:
             raise PluginError(f"component {name!r} is a {decl.kind.value}, not a {expected.value}")
         if name not in self._classes:
-            cls = resolve_target(decl.target)
-            declared_kind = getattr(cls, "kind", None)
-            if declared_kind is not None and ComponentKind(declared_kind) != decl.kind:
-                raise PluginError(
-                    f"component {name!r} is declared as {decl.kind.value} but its class says {declared_kind}",
-                    "fix the plugin's biozoo_components() declaration",
-                )
+            plugin = self.components.claims[name][0].plugin
+            cls = self.import_target(decl.target, plugin)
+            check_kind(decl, cls)
             self._classes[name] = cls
         return self._classes[name]
 
@@ -316,12 +383,16 @@ class Registry:
                     f"available: {', '.join(self.processor_decls.names())}"
                     + (f"; did you mean {', '.join(close)}?" if close else ""),
                 )
-            factory = resolve_target(claim.value.target)
-            instance = factory() if isinstance(factory, type) else factory
-            instance.priority = claim.value.priority
-            instance.auto_eligible = claim.value.auto
-            self._processors[name] = instance
+            self._processors[name] = self.processor_instance(claim.value, claim.plugin)
         return self._processors[name]
+
+    def processor_instance(self, decl: ProcessorDecl, plugin: str) -> Any:
+        """The kernel a declaration names: the target itself, or an instance of it when it is a class."""
+        factory = self.import_target(decl.target, plugin)
+        instance = factory() if isinstance(factory, type) else factory
+        instance.priority = decl.priority
+        instance.auto_eligible = decl.auto
+        return instance
 
     @contextlib.contextmanager
     def processor_override(self, instance: Any) -> Iterator[None]:
@@ -366,7 +437,7 @@ class Registry:
                 if problem
                 else f"available: {', '.join(self.converters.names()) or 'none'} (`zoo list --kind converters`)",
             )
-        return resolve_target(claim.value.target)
+        return self.import_target(claim.value.target, claim.plugin)
 
     def task(self, task: str, architecture: str) -> Any:
         claim = self.tasks.get(f"{task}:{architecture}")
@@ -376,7 +447,7 @@ class Registry:
                 f"architecture {architecture!r} does not support the task {task!r}",
                 f"models with architectures {', '.join(able)} do" if able else f"no installed plugin provides {task!r}",
             )
-        return resolve_target(claim.value.target)
+        return self.import_target(claim.value.target, claim.plugin)
 
     # -- foreign folders -------------------------------------------------------
 
@@ -395,12 +466,33 @@ class Registry:
                 except (OSError, ValueError):
                     markers[fmt.marker] = None
             if fmt.matches(markers[fmt.marker]):
-                return resolve_target(fmt.target)(folder)
+                return self.import_target(fmt.target, claim.plugin)(folder)
         known = "; ".join(c[0].value.describe() for c in self.folder_formats.claims.values()) or "none installed"
         raise ManifestError(
             f"{folder} has no {MANIFEST_NAME}, and no installed plugin recognises it as another model format",
             f"formats loadable as they are: {known}. Otherwise convert it (`zoo convert`) or write a manifest",
         )
+
+
+def check_kind(decl: ComponentDecl, cls: Any) -> None:
+    """A component class's own ``kind`` (when it has one) must be the kind its declaration gives."""
+    declared_kind = getattr(cls, "kind", None)
+    if declared_kind is not None and declared_kind != decl.kind:
+        raise PluginError(
+            f"component {decl.name!r} is declared as {decl.kind.value} but its class says {declared_kind}",
+            "fix the plugin's biozoo_components() declaration",
+        )
+
+
+def _normal(name: str) -> str:
+    """A name as pip compares names: case, '-', '_' and '.' do not matter."""
+    return name.lower().replace("-", "_").replace(".", "_")
+
+
+def _spellings(status: PluginStatus) -> set[str]:
+    """How a plugin's models may be prefixed: its name, or its distribution's name (with or without biozoo-)."""
+    dist = _normal(status.distribution)
+    return {_normal(status.name), dist, dist.removeprefix("biozoo_")}
 
 
 def _manifest_files(path: Path) -> list[Path]:

@@ -207,13 +207,24 @@ def _matches(name: str, pattern: str | None) -> bool:
 
 
 @app.command("plugins")
-def plugins_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def plugins_cmd(
+    name: Annotated[str | None, typer.Argument(metavar="[NAME]", help="one plugin (default: all)")] = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="import every declared target, assemble the plugin's models, run test vectors"),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Installed plugins: version, supported core range, status and why a plugin is broken."""
     from biozoo.registry import get_registry
 
     registry = get_registry()
     _warn_environment()
-    statuses = list(registry.plugins.values())
+    if check:
+        return _check_plugins(name, as_json)
+    if name is not None and registry.plugin_status(name) is None:
+        raise BiozooError(f"no plugin named {name!r} is installed", f"installed: {', '.join(registry.plugins)}")
+    statuses = [s for s in registry.plugins.values() if name is None or s is registry.plugin_status(name)]
     warnings = {s.name: registry.plugin_warnings(s.name) for s in statuses}  # names another plugin claims too
     if as_json:
         _print_json([{**s.to_json(), "warnings": warnings[s.name]} for s in statuses])
@@ -237,6 +248,27 @@ def plugins_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
         min_last=30,
         shorten_last=False,
     )
+
+
+def _check_plugins(name: str | None, as_json: bool) -> None:
+    """``zoo plugins --check``: a row per check (imports torch and plugin code), non-zero exit on any failure."""
+    from biozoo.plugins.check import check_plugins, failure
+
+    reports = check_plugins(None if name is None else [name])
+    if as_json:
+        _print_json([r.to_json() for r in reports])
+    else:
+        colour = {"ok": "green", "skipped": "yellow"}
+        _print_rows(
+            ("plugin", "subject", "check", "status", "cause"),
+            [(r.plugin, c.subject, c.check, c.status, c.cause) for r in reports for c in r.checks],
+            style={3: lambda status: colour.get(status, "red")},
+            min_last=30,
+            shorten_last=False,
+        )
+    problem = failure(reports)
+    if problem is not None:
+        raise problem
 
 
 @app.command("info")

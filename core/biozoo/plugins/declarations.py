@@ -34,10 +34,16 @@ class ComponentKind(StrEnum):
 
 def _check_name(name: str, what: str) -> None:
     if not _NAME_RE.match(name):
-        raise PluginError(
-            f"{what} name {name!r} is not of the form 'namespace.name'",
-            "use lower-case 'plugin.component_name', e.g. 'scgpt.gene_encoder'",
-        )
+        namespace, dot, rest = name.partition(".")
+        fixed = re.sub(r"[^a-z0-9_]", "_", namespace.lower()).lstrip("_0123456789")
+        if dot and fixed and fixed != namespace and _NAME_RE.match(f"{fixed}.{rest}"):
+            hint = (  # a hyphenated plugin name: the namespace is the entry-point name, so that is what to rename
+                f"a namespace is lower-case letters, digits and '_': name the component '{fixed}.{rest}' and the "
+                f"plugin's entry point {fixed!r}"
+            )
+        else:
+            hint = "use lower-case 'plugin.component_name', e.g. 'scgpt.gene_encoder'"
+        raise PluginError(f"{what} name {name!r} is not of the form 'namespace.name'", hint)
 
 
 def _check_target(target: str, what: str) -> None:
@@ -171,8 +177,10 @@ def resolve_target(target: str) -> Any:
         for part in attr_path.split("."):
             obj = getattr(obj, part)
     except BaseException as exc:  # a plugin's SystemExit at import is its failure, not a request to exit
+        from biozoo.plugins.loader import describe_failure
+
         raise PluginError(
-            f"cannot import {target!r}: {type(exc).__name__}: {exc}",
-            "the plugin that declares it is broken or out of date; reinstall it (see `zoo plugins`)",
+            f"cannot import {target!r}: {describe_failure(exc, skip=__file__)}",
+            "the plugin that declares it is broken or out of date; `zoo plugins --check` imports every target",
         ) from exc
     return obj

@@ -4,18 +4,24 @@ The rules, learned from llm and pytest where one bad plugin bricks the host:
 
 * a plugin whose declared core range excludes this core is reported as
   ``incompatible`` *before* its module is imported;
-* a plugin that fails to import, fails hook validation or raises inside a
+* a plugin that fails to import, fails hook validation (pluggy's
+  ``check_pending``: a misspelt hook such as ``biozoo_component`` is an error,
+  not a plugin that silently declares nothing) or raises inside a
   hook is reported as ``broken`` with the reason, and everything else works,
   whatever it raises: ``SystemExit`` and ``KeyboardInterrupt`` from a plugin's
   import are its failure, not a request to end the command;
-* ``BIOZOO_STRICT=1`` turns both into errors (for plugin developers and CI);
+* ``BIOZOO_STRICT=1`` turns both into errors (for plugin developers and CI),
+  and the registry then also imports every declared target
+  (:func:`biozoo.plugins.check.target_checks`);
 * ``BIOZOO_PLUGINS=a,b`` loads only those plugins, ``BIOZOO_DISABLE_PLUGINS=c``
   skips some; neither touches the built-in ``core`` plugin.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -57,6 +63,11 @@ class PluginStatus:
     @property
     def healthy(self) -> bool:
         return self.status == OK
+
+    @property
+    def label(self) -> str:
+        """The plugin and the distribution it comes from (read from its metadata), for messages."""
+        return f"plugin {self.name!r} ({self.distribution} {self.version})"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,12 +142,66 @@ def _validate_spec(spec: PluginSpec) -> None:
         for item in getattr(spec, attr):
             if not isinstance(item, cls):
                 raise PluginError(f"hook returned {type(item).__name__} where a {cls.__name__} was expected")
+    if spec.components and not NAMESPACE_RE.match(spec.name):
+        suggestion = namespace_for(spec.name)
+        raise PluginError(
+            f"the plugin name {spec.name!r} (its entry-point name) cannot prefix component names: a namespace is "
+            "lower-case letters, digits and '_'",
+            f"rename the entry point to {suggestion!r} in pyproject.toml's [project.entry-points.\"biozoo.plugins\"] "
+            f"and name its components '{suggestion}.NAME'",
+        )
     for comp in spec.components:
         if not comp.name.startswith(spec.name + "."):
             raise PluginError(
                 f"component {comp.name!r} is outside the plugin's namespace {spec.name!r}",
                 f"rename it to '{spec.name}.{comp.name.split('.', 1)[-1]}'",
             )
+
+
+NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]*$")  # the part of a component name before the dot
+
+
+def namespace_for(name: str) -> str:
+    """The namespace nearest to a plugin name that the component-name check accepts (``gene-mini`` -> ``gene_mini``)."""
+    cleaned = re.sub(r"[^a-z0-9_]", "_", name.lower()).lstrip("_0123456789")
+    return cleaned or "plugin"
+
+
+def _check_hooks(pm: pluggy.PluginManager, plugin: object) -> None:
+    """Every hook the plugin implements must be a biozoo hook, and every hook it defines must be marked.
+
+    pluggy registers any ``@hookimpl`` function, whatever its name, so ``biozoo_component`` (no s)
+    would declare nothing, silently; ``check_pending`` rejects it. An unmarked ``biozoo_components``
+    is not registered at all, so it is looked for by name.
+    """
+    known = sorted(name for name in vars(pm.hook) if not name.startswith("_") and getattr(pm.hook, name).has_spec())
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        unknown = [
+            name
+            for name in vars(pm.hook)
+            if name not in known
+            and not name.startswith("_")
+            and any(impl.plugin is plugin for impl in getattr(pm.hook, name).get_hookimpls())
+        ]
+        name = unknown[0] if unknown else "?"
+        close = difflib.get_close_matches(name, known, n=1)
+        raise PluginError(
+            f"unknown hook {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+            f"a biozoo plugin implements only these hooks: {', '.join(known)} (docs/plugins.md#hooks)",
+        ) from exc
+    unmarked = [
+        name
+        for name in known
+        if callable(getattr(plugin, name, None))
+        and not any(impl.plugin is plugin for impl in getattr(pm.hook, name).get_hookimpls())
+    ]
+    if unmarked:
+        raise PluginError(
+            f"{', '.join(unmarked)} {'is' if len(unmarked) == 1 else 'are'} not marked as a hook, so never called",
+            "decorate each hook function with @biozoo.plugins.hookimpl",
+        )
 
 
 def _new_manager() -> pluggy.PluginManager:
@@ -149,20 +214,31 @@ def load_module_plugin(pm: pluggy.PluginManager, module: ModuleType | object, st
     """Register an already-imported plugin object and collect its declarations."""
     try:
         pm.register(module, name=status.name)
+        _check_hooks(pm, module)
         status.spec = _call_hooks(pm, module, status.name)
     except BaseException as exc:  # quarantine whatever it raises, see the module docstring
         if pm.is_registered(module):
             pm.unregister(module)
-        status.status, status.reason = BROKEN, _describe(exc)
+        status.status, status.reason = BROKEN, describe_failure(exc)
         status.spec = None
         if strict_mode():
-            raise PluginError(f"plugin {status.name!r} is broken: {status.reason}") from exc
+            raise PluginError(f"{status.label} is broken: {status.reason}") from exc
     return status
 
 
-def _describe(exc: BaseException) -> str:
-    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+def describe_failure(exc: BaseException, skip: str = "") -> str:
+    """``Type: message (at file:line)``: the exception and the line of plugin code that raised it.
+
+    The import machinery's frames (and those of ``skip``, the caller's own file) are left out: the
+    line to show is the plugin's, or none when the plugin never ran.
+    """
+    importlib_dir = f"{os.sep}importlib{os.sep}"
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith("<frozen") and importlib_dir not in f.filename and f.filename != skip
+    ]
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
 
 
@@ -205,14 +281,14 @@ def discover() -> list[PluginStatus]:
                 f"upgrade {status.distribution} or install a matching biozoo"
             )
             if strict_mode():
-                raise PluginError(f"plugin {ep.name!r} is incompatible: {status.reason}", "see `zoo plugins`")
+                raise PluginError(f"{status.label} is incompatible: {status.reason}", "see `zoo plugins`")
             continue
         try:
             module = ep.load()
         except BaseException as exc:  # quarantine whatever it raises, see the module docstring
-            status.status, status.reason = BROKEN, _describe(exc)
+            status.status, status.reason = BROKEN, describe_failure(exc)
             if strict_mode():
-                raise PluginError(f"plugin {ep.name!r} failed to import: {status.reason}") from exc
+                raise PluginError(f"{status.label} failed to import: {status.reason}") from exc
             continue
         load_module_plugin(pm, module, status)
     return statuses

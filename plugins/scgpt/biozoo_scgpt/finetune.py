@@ -29,8 +29,8 @@ from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.tokenize import pad_cells
 from biozoo.utils.atomic import atomic_directory
 from biozoo.utils.hashing import sha256_file
+from biozoo_scgpt.cells import InputContract, prepare
 from biozoo_scgpt.modules import ClsDecoder
-from biozoo_scgpt.tasks import InputContract, prepare
 
 
 def _labels(adata: Any, column: str) -> tuple[np.ndarray, list[str]]:
