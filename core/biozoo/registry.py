@@ -162,7 +162,7 @@ class Registry:
             command = "zoo plugins --check" + (f" {names[0]}" if len(names) == 1 else "")
             raise PluginError(
                 f"{len(failed)} declared target(s) are broken: "
-                + "; ".join(f"{self.plugins[name].label}: {check.subject}: {check.cause}" for name, check in failed),
+                + "; ".join(_failed_target(self.plugins[name], check) for name, check in failed),
                 f"`{command}` lists every check with its cause; fix or reinstall the plugin",
             )
 
@@ -482,6 +482,12 @@ def check_kind(decl: ComponentDecl, cls: Any) -> None:
             f"component {decl.name!r} is declared as {decl.kind.value} but its class says {declared_kind}",
             "fix the plugin's biozoo_components() declaration",
         )
+
+
+def _failed_target(status: PluginStatus, check: Any) -> str:
+    """One failed check for strict mode's error, naming the plugin once."""
+    where = "" if check.cause.startswith(status.label) else f"{status.label}: "
+    return f"{where}{check.subject}: {check.cause}"
 
 
 def _normal(name: str) -> str:
