@@ -20,6 +20,24 @@ def biozoo_components() -> list[ComponentDecl]:
             "token ids -> embedding -> positions -> encoder -> pooled classifier",
         ),
         ComponentDecl(
+            "core.masked_lm",
+            K.ARCHITECTURE,
+            "biozoo.nn.bert:MaskedLM",
+            "token ids (and types) -> embedding -> encoder -> per-token logits (BERT-style masked LM)",
+        ),
+        ComponentDecl(
+            "core.bert_embedding",
+            K.ENCODER,
+            "biozoo.nn.bert:BertEmbedding",
+            "LayerNorm(token + position + token-type embeddings), BERT order",
+        ),
+        ComponentDecl(
+            "core.mlm_head",
+            K.HEAD,
+            "biozoo.nn.bert:MaskedLMHead",
+            "dense -> activation -> LayerNorm -> vocabulary logits at every position (BERT's MLM head)",
+        ),
+        ComponentDecl(
             "core.token_embedding",
             K.ENCODER,
             "biozoo.nn.embedding:TokenEmbedding",

@@ -312,3 +312,17 @@ class TransformerEncoder(Component):
         if self.zero_padding_outputs and padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         return x
+
+    def hidden_states(
+        self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, causal: bool | None = None
+    ) -> list[torch.Tensor]:
+        """``[x, layer 1 output, ..., last output]`` (Hugging Face's ``output_hidden_states``); the last entry is
+        :meth:`forward`'s result (after the final norm, if any)."""
+        states, is_causal = [x], self.causal if causal is None else causal
+        for layer in self.layers:
+            states.append(layer(states[-1], src_key_padding_mask=padding_mask, is_causal=is_causal))
+        last = self.norm(states[-1]) if self.norm is not None else states[-1]
+        if self.zero_padding_outputs and padding_mask is not None:
+            last = last.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        states[-1] = last
+        return states
