@@ -107,6 +107,7 @@ def test_token_is_required_for_writes(tmp_path: Path) -> None:
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
         assert refused.stderr.startswith("error: ") and "401" in refused.stderr
         assert "HF_TOKEN" in refused.stderr and "zoo hub serve --token" in refused.stderr
+        assert "\nhint: " in refused.stderr, refused.stderr
         wrong = zoo(client_env(tmp_path, url, "guess"), "publish", str(TINY), "--repo", "lab/tiny")
         assert wrong.returncode == 1 and "401" in wrong.stderr
         commit = publish(tmp_path, url, "lab/tiny", token="s3cret")

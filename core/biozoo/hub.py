@@ -123,6 +123,12 @@ def _translate(ref: HubRef, what: str) -> Iterator[None]:
             f"{ref} has no file {what!r}", "is this a biozoo model repository? it needs manifest.yaml"
         ) from None
     except errors.HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise HubError(
+                f"the Hub at {endpoint()} refused {ref} ({status}): {exc}",
+                "set HF_TOKEN to a token with access to this repository (write access to publish)",
+            ) from None
         raise HubError(f"the Hub at {endpoint()} answered with an error for {ref}: {exc}") from None
     except OSError as exc:  # connection refused, DNS, timeouts surfaced as OSError subclasses; or the local disk
         if exc.errno in DISK_FULL:
