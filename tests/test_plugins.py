@@ -154,10 +154,71 @@ def biozoo_manifests():
     )
     import biozoo
 
+    # A first-party model id stays first-party (it used to become unusable for everyone), and the clash is shown.
     row = next(r for r in biozoo.list_models() if r["id"] == "core/tiny-transformer")
-    assert row["available"] is False and "core and shadow" in row["reason"]
-    with pytest.raises(DuplicateNameError, match="model 'core/tiny-transformer' is claimed by both plugins"):
-        get_registry().model_entry("core/tiny-transformer")
+    assert row["available"] is True
+    registry = get_registry()
+    assert registry.model_entry("core/tiny-transformer").path != folder / "manifest.yaml"
+    assert "model 'core/tiny-transformer' also claimed by core; the core's is used, this one never runs" in (
+        registry.plugin_warnings("shadow")
+    )
+
+
+def test_two_third_party_plugins_claiming_one_model_id(fake_plugins: FakePlugins, tmp_path: Path) -> None:
+    from tests.support.models import write_model
+
+    folder = write_model(tmp_path / "m")
+    for name in ("shadow", "umbra"):
+        fake_plugins.add(
+            name,
+            f"""
+from pathlib import Path
+from biozoo.plugins import hookimpl
+@hookimpl
+def biozoo_manifests():
+    return [Path({str(folder)!r})]
+""",
+        )
+    import biozoo
+
+    row = next(r for r in biozoo.list_models() if r["id"] == "test/tiny")
+    assert row["available"] is False and "shadow and umbra" in row["reason"]
+    with pytest.raises(DuplicateNameError, match="model 'test/tiny' is claimed by both plugins"):
+        get_registry().model_entry("test/tiny")
+
+
+SLICED_AGAIN = """
+from biozoo.plugins import ProcessorDecl, hookimpl
+
+@hookimpl
+def biozoo_attention_processors():
+    return [ProcessorDecl("sliced", "biozoo.attention.processors:EagerProcessor", "not sliced", priority=99)]
+"""
+
+
+def test_a_third_party_cannot_take_a_first_party_plugins_processor(fake_plugins: FakePlugins) -> None:
+    """Declaring `sliced` used to make the attention plugin's kernel unusable for every model."""
+    pytest.importorskip("biozoo_attention")
+    from biozoo_attention.kernels.sliced import SlicedProcessor
+
+    fake_plugins.add("dup", SLICED_AGAIN)
+    registry = get_registry()
+    assert isinstance(registry.processor("sliced"), SlicedProcessor)
+    assert "attention processor 'sliced' also claimed by attention; the first-party attention's is used, " in (
+        " ".join(registry.plugin_warnings("dup"))
+    )
+    assert "sliced" not in registry.processor_problems if hasattr(registry, "processor_problems") else True
+
+
+def test_a_third_party_distribution_cannot_take_a_first_party_plugin_name(fake_plugins: FakePlugins) -> None:
+    """A distribution whose entry point says `scgpt` used to break the real scgpt plugin too."""
+    pytest.importorskip("biozoo_scgpt")
+    fake_plugins.add("scgpt", "x = 1\n", dist="scgpt-impostor")
+    registry = get_registry()
+    assert registry.plugins["scgpt"].distribution == "biozoo-scgpt" and registry.plugins["scgpt"].healthy
+    impostor = registry.plugins["scgpt (scgpt-impostor)"]
+    assert impostor.status == "broken" and "belongs to biozoo-scgpt" in impostor.reason
+    assert registry.model_entry("scgpt/cls").plugin == "scgpt"  # attributed by architecture, not to `core`
 
 
 def test_strict_mode_fails_loudly(fake_plugins: FakePlugins, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,7 +35,10 @@ def list_models(pattern: str | None = None) -> list[dict[str, Any]]:
         entry = claims[0].value
         if pattern and not fnmatch.fnmatch(model_id, pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"):
             continue
-        if len(claims) > 1:
+        owner = registry.models.owner(model_id) if len(claims) > 1 else None
+        if owner is not None:  # a first-party model stays first-party
+            entry = owner.value
+        if len(claims) > 1 and owner is None:
             available, reason = False, "claimed by plugins " + " and ".join(c.plugin for c in claims)
         else:
             available, reason = registry.available(entry)
@@ -172,7 +175,7 @@ def load(
     shards = shard_paths(folder, manifest.weights, _trusted(folder))
     # the weights' headers bound the model: a manifest's sizes cannot make assembly run for minutes
     model = assemble(manifest, weights_hold=header_elements(shards))
-    load_into(model, read_state_dict(shards), dtype=torch_dtype, device=device)
+    load_into(model, read_state_dict(shards), dtype=torch_dtype, device=device, ties=manifest.tie)
     model.eval()
     if processor:
         set_processor(model, processor)

@@ -3,12 +3,15 @@
 Built once per process from plugin declarations (no model code imported).
 Conflicts are recorded, not fatal: two plugins claiming one name makes *that*
 name unusable, with an error naming both, while everything else keeps working
-(``BIOZOO_STRICT=1`` makes conflicts fatal at build time, and imports every
-declared target so that broken model code fails there too). One exception: an
-attention processor name the core declares stays the core's (a plugin that
-also declares ``sdpa`` must not change which kernel every model runs). Every
-conflict is shown: ``zoo plugins`` and ``zoo list --kind ...`` name each
-claimant, and ``zoo explain`` says when one touched the choice.
+(``BIOZOO_STRICT=1`` makes unresolved conflicts fatal at build time, and imports
+every declared target so that broken model code fails there too). One exception:
+a name declared by a first-party plugin (the core and the plugins this project
+ships, recognised by their distribution's metadata name) stays theirs. A third
+party that also declares ``sdpa``, ``sliced`` or ``scgpt/cls``, or calls itself
+``scgpt``, must not change which kernel or model every user gets, or disable it.
+Every conflict is shown: ``zoo plugins`` and ``zoo list --kind ...`` name each
+claimant, and ``zoo explain`` says when one touched the choice. Models shipped in
+the core's ``registry/`` are attributed to the plugin whose architecture they use.
 """
 
 from __future__ import annotations
@@ -31,7 +34,15 @@ from biozoo.plugins.declarations import (
     TaskDecl,
     resolve_target,
 )
-from biozoo.plugins.loader import BROKEN, DISABLED, INCOMPATIBLE, PluginStatus, discover, strict_mode
+from biozoo.plugins.loader import (
+    BROKEN,
+    DISABLED,
+    INCOMPATIBLE,
+    PluginStatus,
+    discover,
+    strict_mode,
+)
+from biozoo.plugins.loader import first_party as _first_party
 
 T = TypeVar("T")
 CORE = "core"
@@ -77,6 +88,17 @@ class ModelEntry:
 class _Table(Generic[T]):
     what: str
     claims: dict[str, list[Claim[T]]] = field(default_factory=dict)
+    first_party: set[str] = field(default_factory=lambda: {CORE})  # shared with the registry
+
+    def owner(self, name: str) -> Claim[T] | None:
+        """The first-party claim on a name that others claim too (``None``: none, or no single one)."""
+        ours = [c for c in self.claims.get(name, []) if c.plugin in self.first_party]
+        return ours[0] if len(ours) == 1 else None
+
+    def resolved(self, name: str) -> bool:
+        """At most one claim, or exactly one first-party claim among several."""
+        claims = self.claims.get(name, [])
+        return len(claims) < 2 or self.owner(name) is not None
 
     def add(self, name: str, value: T, plugin: str) -> None:
         self.claims.setdefault(name, []).append(Claim(value, plugin))
@@ -89,6 +111,9 @@ class _Table(Generic[T]):
         if not claims:
             return None
         if len(claims) > 1:
+            owner = self.owner(name)
+            if owner is not None:  # a first-party name stays first-party
+                return owner
             owners = " and ".join(repr(c.plugin) for c in claims)
             raise DuplicateNameError(
                 f"{self.what} {name!r} is claimed by both plugins {owners}",
@@ -113,7 +138,26 @@ class Registry:
         self.models: _Table[ModelEntry] = _Table("model")
         self._classes: dict[str, Any] = {}
         self._processors: dict[str, Any] = {}
+        self.first_party: set[str] = {CORE}
+        for table in self._tables():
+            table.first_party = self.first_party
         for status in statuses:
+            if status.name in self.plugins and _first_party(self.plugins[status.name]) != _first_party(status):
+                ours, theirs = (
+                    (self.plugins[status.name], status) if _first_party(self.plugins[status.name]) else
+                    (status, self.plugins[status.name])
+                )  # fmt: skip
+                theirs.status, theirs.spec = "broken", None
+                theirs.reason = (
+                    f"plugin name {status.name!r} belongs to {ours.distribution} (shipped with biozoo); "
+                    f"{theirs.distribution} cannot take it"
+                )
+                if theirs is self.plugins[status.name]:
+                    self._drop(theirs.name)
+                    self.plugins[status.name] = ours
+                    self._register(ours)
+                self.plugins[f"{status.name} ({theirs.distribution})"] = theirs
+                continue
             if status.name in self.plugins:
                 first = self.plugins[status.name]
                 reason = (
@@ -128,18 +172,17 @@ class Registry:
                     raise PluginError(reason, "uninstall one of the two distributions")
                 continue
             self.plugins[status.name] = status
-            if status.spec is not None:
-                self._add(status)
+            self._register(status)
         self.processor_clashes = {  # what `zoo explain` reports with every attention decision
-            name: "claimed by " + " and ".join(c.plugin for c in claims)
-            + (": the core's kernel is used" if any(c.plugin == CORE for c in claims) else ": not used")
+            name: "claimed by " + " and ".join(c.plugin for c in claims) + self._used_note(self.processor_decls, name)
             for name, claims in self.processor_decls.claims.items()
             if len(claims) > 1
         }
         if strict_mode():
             for table in self._tables():
                 for name, owners in table.conflicts().items():
-                    raise DuplicateNameError(f"{table.what} {name!r} is claimed by plugins {' and '.join(owners)}")
+                    if not table.resolved(name):
+                        raise DuplicateNameError(f"{table.what} {name!r} is claimed by plugins {' and '.join(owners)}")
             self._check_targets()
 
     def _check_targets(self) -> None:
@@ -165,6 +208,18 @@ class Registry:
                 + "; ".join(_failed_target(self.plugins[name], check) for name, check in failed),
                 f"`{command}` lists every check with its cause; fix or reinstall the plugin",
             )
+
+    def _register(self, status: PluginStatus) -> None:
+        if _first_party(status):
+            self.first_party.add(status.name)
+        if status.spec is not None:
+            self._add(status)
+
+    def _used_note(self, table: _Table[Any], name: str) -> str:
+        owner = table.owner(name)
+        if owner is None:
+            return ": not used"
+        return ": the core's kernel is used" if owner.plugin == CORE else f": the first-party {owner.plugin}'s is used"
 
     def _tables(self) -> tuple[_Table[Any], ...]:
         return (self.components, self.processor_decls, self.converters, self.tasks, self.folder_formats, self.models)
@@ -195,7 +250,8 @@ class Registry:
                 model_id = raw.get("id")
                 if not isinstance(model_id, str):
                     model_id = f"(invalid)/{manifest_path.parent.name}"
-                self.models.add(model_id, ModelEntry(model_id, manifest_path, spec.name, raw), spec.name)
+                owner = _architecture_plugin(raw) if spec.name == CORE else spec.name
+                self.models.add(model_id, ModelEntry(model_id, manifest_path, owner, raw), owner)
 
     # -- conflicts -------------------------------------------------------------
 
@@ -207,8 +263,11 @@ class Registry:
         others = list(owners)
         others.remove(plugin)
         note = f"{table.what} {name!r} also claimed by {' and '.join(others)}"
-        if table is self.processor_decls and CORE in owners:
-            return note + ("; the core's is used" if plugin == CORE else "; the core's is used, this one never runs")
+        owner = table.owner(name)
+        if owner is not None:
+            whose = "the core's" if owner.plugin == CORE else f"the first-party {owner.plugin}'s"
+            used = f"; {whose} is used"
+            return note + (used if plugin == owner.plugin else used + ", this one never runs")
         return note + "; unusable until one is removed"
 
     def listing(self, table: _Table[T], fields: Callable[[T], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -363,8 +422,9 @@ class Registry:
         if expected is not None and decl.kind != expected:
             raise PluginError(f"component {name!r} is a {decl.kind.value}, not a {expected.value}")
         if name not in self._classes:
-            plugin = self.components.claims[name][0].plugin
-            cls = self.import_target(decl.target, plugin)
+            claim = self.components.get(name)
+            assert claim is not None  # component_decl found it
+            cls = self.import_target(decl.target, claim.plugin)
             check_kind(decl, cls)
             self._classes[name] = cls
         return self._classes[name]
@@ -373,9 +433,7 @@ class Registry:
 
     def processor(self, name: str) -> Any:
         if name not in self._processors:
-            claims = self.processor_decls.claims.get(name, [])
-            core = [c for c in claims if c.plugin == CORE]
-            claim = core[0] if core else self.processor_decls.get(name)  # a core name stays the core's
+            claim = self.processor_decls.get(name)  # a first-party name stays first-party
             if claim is None:
                 close = difflib.get_close_matches(name, self.processor_decls.names(), n=3)
                 raise UnknownNameError(
@@ -413,8 +471,8 @@ class Registry:
         """Processors ``auto`` may choose from, best first; ones that fail to import are left out (and noted)."""
         if not hasattr(self, "_by_priority"):
             usable, self.processor_problems = [], {}
-            for name, claims in self.processor_decls.claims.items():
-                if len(claims) > 1 and all(c.plugin != CORE for c in claims):
+            for name in self.processor_decls.claims:
+                if not self.processor_decls.resolved(name):
                     self.processor_problems[name] = self.processor_clashes[name]
                     continue
                 try:
@@ -524,3 +582,10 @@ def reset_registry() -> None:
     """Forget the registry (tests, or after installing a plugin in-process)."""
     global _REGISTRY
     _REGISTRY = None
+
+
+def _architecture_plugin(raw: dict[str, Any]) -> str:
+    """The plugin a manifest's architecture belongs to (``scgpt.transformer_model`` -> ``scgpt``); else the core."""
+    arch = raw.get("architecture")
+    name = arch.get("name") if isinstance(arch, dict) else None
+    return name.split(".", 1)[0] if isinstance(name, str) and "." in name else CORE

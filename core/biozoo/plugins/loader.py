@@ -242,6 +242,21 @@ def describe_failure(exc: BaseException, skip: str = "") -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+#: distributions of this project: the plugins they provide own their names (see biozoo.registry)
+FIRST_PARTY_DISTRIBUTIONS = frozenset(
+    {"biozoo", "biozoo-attention", "biozoo-scgpt", "biozoo-autoregressive", "biozoo-chroma"}
+)
+
+
+def first_party(status: PluginStatus) -> bool:
+    """A plugin from this project's own distributions (their metadata name, never the plugin's own claim)."""
+    return _first_party_distribution(status.distribution)
+
+
+def _first_party_distribution(name: str) -> bool:
+    return name.lower().replace("_", "-").replace(".", "-") in FIRST_PARTY_DISTRIBUTIONS
+
+
 def discover() -> list[PluginStatus]:
     """Find, check and load every plugin; the built-in ``core`` plugin comes first."""
     from biozoo import _core_plugin
@@ -257,7 +272,10 @@ def discover() -> list[PluginStatus]:
         )
     ]
     allow, deny = _env_list("BIOZOO_PLUGINS"), _env_list("BIOZOO_DISABLE_PLUGINS") or set()
-    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    def order(ep: metadata.EntryPoint) -> tuple[bool, str]:  # first-party first: an impostor of its name loses
+        return not _first_party_distribution(ep.dist.name if ep.dist else ""), ep.name
+
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=order):
         dist = ep.dist
         status = PluginStatus(
             name=ep.name,
