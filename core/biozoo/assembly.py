@@ -22,6 +22,7 @@ from biozoo.manifest.schema import ComponentRef, Manifest
 from biozoo.nn.checks import ConfigError
 from biozoo.plugins.declarations import ComponentKind
 from biozoo.registry import Registry, get_registry
+from biozoo.ties import tie_parameters
 from biozoo.utils.meta import empty_init, parameter_limit
 
 # What a constructor raises for a config it cannot build: torch says "negative dimension" with a
@@ -148,6 +149,7 @@ def assemble(
                 continue
             parts[slot_name] = build_component(registry, ref, slot.kind, f"components.{slot_name}")
         model = build_component(registry, arch_ref, ComponentKind.ARCHITECTURE, "architecture", extra=parts)
+        tie_parameters(model, manifest.tie)
     check_ports(model, parts)
     apply_attention_settings(model, manifest)
     return model

@@ -43,6 +43,7 @@ from torch import nn
 from biozoo.errors import WeightsError
 from biozoo.manifest.io import resolve_inside
 from biozoo.manifest.schema import WeightFile, WeightsSpec
+from biozoo.ties import drop_aliases, tie_parameters
 from biozoo.utils.hashing import HashMemo, sha256_file
 
 _SHOW = 12
@@ -317,9 +318,16 @@ def load_into(
     *,
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    ties: Mapping[str, str] | None = None,
 ) -> nn.Module:
-    """Strictly assign ``state`` to a (meta-built) model; cast/move only when asked."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    """Strictly assign ``state`` to a (meta-built) model; cast/move only when asked.
+
+    ``ties`` (the manifest's ``tie``, alias -> source): the file holds each source only (an alias it also
+    carries must be equal), and the alias is the source's Parameter again after loading.
+    """
+    ties = ties or {}
+    state = drop_aliases(state, ties)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items() if k not in ties}
     found = {k: tuple(v.shape) for k, v in state.items()}
     diff = diff_keys(expected, found)
     if not diff.ok:
@@ -335,10 +343,12 @@ def load_into(
             k: v.to(device=target_device, dtype=dtype if (dtype is not None and v.is_floating_point()) else None)
             for k, v in state.items()
         }
+    state = {**state, **{alias: state[source] for alias, source in ties.items()}}  # views, no copies
     if _plain_modules(model):
         _assign(model, state)
     else:
         model.load_state_dict(state, strict=True, assign=True)
+    tie_parameters(model, ties)  # assignment gave the alias a Parameter of its own
     materialize_non_persistent(model, device or "cpu")
     return model
 

@@ -29,6 +29,7 @@ HF_SOURCE_RE = re.compile(
     rf"(?:@(?P<revision>(?!.*\.\.){_HF_REV_PART}(?:/{_HF_REV_PART})*))?$"
 )
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+PARAMETER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*$")  # a state-dict key: 'head.decoder.weight'
 
 
 def hf_source_problem(value: str) -> str | None:
@@ -169,6 +170,11 @@ class Manifest(_Strict):
     architecture: ComponentRef
     components: dict[str, ComponentRef] = Field(default_factory=dict, description="slot -> component")
     attention: AttentionSettings = Field(default_factory=AttentionSettings)
+    tie: dict[str, str] = Field(
+        default_factory=dict,
+        description="tied parameters, alias -> source (state-dict names): one parameter under two names, "
+        "stored once in the weights under the source name",
+    )
     preprocessing: Preprocessing | None = None
     weights: WeightsSpec | None = None
     conversion: Conversion | None = None
@@ -185,6 +191,22 @@ class Manifest(_Strict):
     def _id(cls, value: str) -> str:
         if not MODEL_ID_RE.match(value):
             raise ValueError(f"{value!r} is not a model id of the form 'namespace/name' (lower-case)")
+        return value
+
+    @field_validator("tie")
+    @classmethod
+    def _tie(cls, value: dict[str, str]) -> dict[str, str]:
+        for alias, source in value.items():
+            for name in (alias, source):
+                if not PARAMETER_RE.match(name):
+                    raise ValueError(f"{name!r} is not a parameter name such as 'head.decoder.weight'")
+            if alias == source:
+                raise ValueError(f"{alias!r} is tied to itself")
+            if source in value:  # a chain: which one holds the values would depend on the order
+                raise ValueError(
+                    f"{alias!r} is tied to {source!r}, which is itself tied to {value[source]!r}: "
+                    f"tie {alias!r} to {value[source]!r} directly"
+                )
         return value
 
     @model_validator(mode="after")
