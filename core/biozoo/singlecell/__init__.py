@@ -9,4 +9,6 @@ unless a function that reads or writes AnnData is called, so ``import biozoo`` s
    scModelForge's fixed (uniform/quantile) edges with ``digitize_by_edges``/``bin_midpoints``;
 4. ``tokenize``: ``[<cls>] + non-zero genes`` per cell, rank order, sampling or head truncation,
    padding, length-sorted batches.
+5. ``rank``: Geneformer's rank-value encoding, genes by normalised expression computed in float64
+   from unlogged counts (log1p input is refused), optionally divided by per-gene medians.
 """
