@@ -207,3 +207,19 @@ def test_the_manifest_without_tie_is_unchanged() -> None:
     assert manifest.tie == {}
     assert "tie" not in manifest.json_for_card()
     assert copy.deepcopy(manifest) == manifest
+
+
+def test_the_cli_reports_a_bad_tie_without_a_traceback(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    folder = write_model(tmp_path / "m", _manifest(tie={ALIAS: "embedding.words.weight"}), _tied_state())
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "biozoo.cli.app", "load", str(folder)], capture_output=True, text=True, timeout=300,
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "error: tie.head.decoder.weight: the model has no parameter 'embedding.words.weight'" in done.stderr
+    assert "hint: did you mean" in done.stderr and "Traceback" not in done.stderr
