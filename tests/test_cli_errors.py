@@ -115,6 +115,16 @@ CASES = [
     (["hub", "serve", "--port", "70000"], 2, "--port", ()),
     (["hub", "serve", "--protect-reads"], 1, "protecting reads needs a token", ()),
     (["hub", "serve", "--max-upload-mb", "0"], 2, "--max-upload-mb", ()),
+    (["plugin", "new"], 2, "Missing argument 'NAME'", ()),
+    (["plugin", "new", "Demo"], 1, "'Demo' is not a valid plugin name", ()),
+    (["plugin", "new", "gene-mini"], 1, "use 'gene_mini' (`zoo plugin new gene_mini`)", ()),
+    (["plugin", "new", "9lives"], 1, "'9lives' is not a valid plugin name", ()),
+    (["plugin", "new", "demo.x"], 1, "use 'demo_x'", ()),
+    (["plugin", "new", "core"], 1, "reserved for biozoo itself", ()),
+    (["plugin", "new", "scgpt"], 1, "a plugin named 'scgpt' is already installed", (needs_scgpt,)),
+    (["plugin", "new", "demo", "--dir", "afolder"], 1, "already exists", ()),
+    (["plugin", "new", "demo", "--dir", "afolder", "--overwrite"], 1, "not one this command wrote", ()),
+    (["plugin", "new", "demo", "--dir", "EXISTING"], 1, "is a file", ()),
 ]
 
 

@@ -6,21 +6,21 @@ Why so much patching: ``huggingface_hub`` reads ``HF_ENDPOINT``, ``HF_HOME``, ``
 etc. once, at import time, into ``huggingface_hub.constants`` (and a few modules copy them again with
 ``from ..constants import X``; the module-level ``HfApi`` behind ``huggingface_hub.model_info`` & co. copies the
 endpoint when it is built). Setting the environment variables alone therefore has no effect once the package is
-imported, so :func:`point_client_at` patches every captured copy, and also sets the env vars for subprocesses.
+imported, so :func:`point_client_at` patches every captured copy (:func:`biozoo.testing.point_hub_client`), and
+also sets the env vars for subprocesses.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import huggingface_hub.hf_api
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 
+from biozoo.testing import point_hub_client
 from tests.support.hub_server import HubServer
 
 __all__ = [
@@ -76,51 +76,13 @@ class HubClientEnv:
 
 
 def point_client_at(mp: pytest.MonkeyPatch, server: HubServer, tmp: Path, token: str | None = None) -> HubClientEnv:
-    """Point the stock client at ``server`` with a fresh cache/home under ``tmp`` (undone by ``mp``)."""
-    url = server.url
-    home, cache = tmp / "hf_home", tmp / "hf_home" / "hub"
-    cache.mkdir(parents=True, exist_ok=True)
+    """Point the stock client at ``server`` with a fresh cache/home under ``tmp`` (undone by ``mp``).
+
+    The patching itself is :func:`biozoo.testing.point_hub_client`, which plugin authors' suites use too.
+    """
     token = token if token is not None else server.token
-    env = {"HF_ENDPOINT": url, "HF_HOME": str(home), "HF_HUB_CACHE": str(cache), "HF_HUB_DISABLE_TELEMETRY": "1"}
-    for key, value in env.items():
-        mp.setenv(key, value)
-    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_XET_CACHE"):
-        mp.delenv(key, raising=False)
-    if token:
-        mp.setenv("HF_TOKEN", token)
-    else:
-        mp.delenv("HF_TOKEN", raising=False)
-    patches = {
-        "ENDPOINT": url,
-        "HUGGINGFACE_CO_URL_TEMPLATE": url + "/{repo_id}/resolve/{revision}/{filename}",
-        "HF_URL_HOSTS": constants.HF_URL_HOSTS | {server.host},  # same-host redirects keep auth
-        "HF_HOME": str(home),
-        "HF_HUB_CACHE": str(cache),
-        "HUGGINGFACE_HUB_CACHE": str(cache),
-        "HF_ASSETS_CACHE": str(home / "assets"),
-        "HUGGINGFACE_ASSETS_CACHE": str(home / "assets"),
-        "HF_XET_CACHE": str(home / "xet"),
-        "HF_TOKEN_PATH": str(home / "token"),  # never pick up the developer's real token file
-        "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
-        "HF_HUB_OFFLINE": False,
-        "HF_HUB_DISABLE_TELEMETRY": True,
-    }
-    for name, value in patches.items():
-        mp.setattr(constants, name, value)
-    # Copies made with ``from ..constants import X`` / at construction time.
-    mp.setattr(huggingface_hub.hf_api.api, "endpoint", url)
-    copies = {
-        "huggingface_hub.utils._cache_manager": {"HF_HUB_CACHE": str(cache)},
-        "huggingface_hub.utils._cache_assets": {"HF_ASSETS_CACHE": str(home / "assets")},
-        "huggingface_hub.utils._git_credential": {"ENDPOINT": url},
-        "huggingface_hub.cli.auth": {"ENDPOINT": url},
-    }
-    for module_name, attrs in copies.items():
-        module = sys.modules.get(module_name)
-        for name, value in attrs.items():
-            if module is not None and hasattr(module, name):
-                mp.setattr(module, name, value)
-    return HubClientEnv(url=url, server=server, cache_dir=cache, home=home, token=token)
+    cache = point_hub_client(mp, server.url, tmp, token)
+    return HubClientEnv(url=server.url, server=server, cache_dir=cache, home=cache.parent, token=token)
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,8 @@ hub_app = typer.Typer(help="A local Hub for air-gapped labs and CI (HF_ENDPOINT)
 app.add_typer(hub_app, name="hub")
 manifest_app = typer.Typer(help="Maintain a model folder's manifest.", no_args_is_help=True)
 app.add_typer(manifest_app, name="manifest")
+plugin_app = typer.Typer(help="Start a plugin of your own.", no_args_is_help=True)
+app.add_typer(plugin_app, name="plugin")
 
 
 def _console(stderr: bool = False) -> Console:
@@ -980,6 +982,26 @@ def manifest_hash(
         )
     what = "up to date" if not changed else f"updated ({len(changed)} file(s))"
     out.print(f"[bold green]{escape(str(located.path))} is {what}[/]; {located.manifest.id} assembles", soft_wrap=True)
+
+
+@plugin_app.command("new")
+def plugin_new(
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="plugin name: lower-case letters, digits and '_', e.g. gene_mini")
+    ],
+    folder: Annotated[Path | None, typer.Option("--dir", help="project folder to create (default: ./NAME)")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace a project this command wrote for NAME")
+    ] = False,
+) -> None:
+    """Write a new plugin project: pyproject, declarations, a model with weights and test vectors, tests, CI."""
+    from biozoo.scaffold import create, spellings
+
+    project = create(name, folder, overwrite=overwrite)
+    names = spellings(name)
+    out.print(f"[bold green]created[/] {escape(str(project))} ({names['dist']}, model {name}/tiny)", soft_wrap=True)
+    where = escape(str(project))
+    out.print(f"next: pip install -e {where} && zoo plugins --check {name} && pytest {where}", soft_wrap=True)
 
 
 def _click_exceptions() -> Any:
