@@ -14,8 +14,10 @@ transformers = pytest.importorskip("transformers")
 
 from biozoo.assembly import assemble  # noqa: E402
 from biozoo.manifest.io import parse_manifest  # noqa: E402
+from tests.support.models import BERT_SIZES, masked_lm_manifest  # noqa: E402
 
-V, D, H, F, LAYERS, P = 97, 32, 4, 64, 2, 40
+Z = BERT_SIZES
+V, D, H, F, LAYERS, P = Z["vocab"], Z["d"], Z["heads"], Z["ff"], Z["layers"], Z["positions"]
 
 
 def _hf_model() -> torch.nn.Module:
@@ -33,23 +35,7 @@ def _hf_model() -> torch.nn.Module:
 
 
 def _ours() -> torch.nn.Module:
-    manifest = parse_manifest(
-        {
-            "format_version": 1,
-            "id": "test/bert-mlm",
-            "architecture": {"name": "core.masked_lm"},
-            "weights": {"source": ".", "files": [{"path": "model.safetensors", "sha256": "0" * 64}]},
-            "components": {
-                "embedding": {"name": "core.bert_embedding", "config": {
-                    "vocab_size": V, "d_model": D, "max_positions": P, "padding_idx": 0, "dropout": 0.1}},
-                "encoder": {"name": "core.transformer_encoder", "config": {
-                    "d_model": D, "num_layers": LAYERS, "num_heads": H, "dim_feedforward": F, "activation": "gelu",
-                    "layer_norm_eps": 1e-12, "dropout": 0.1}},
-                "head": {"name": "core.mlm_head", "config": {"d_model": D, "vocab_size": V}},
-            },
-        }
-    )  # fmt: skip
-    return assemble(manifest, device="cpu").eval()
+    return assemble(parse_manifest(masked_lm_manifest(dropout=0.1)), device="cpu").eval()
 
 
 def _renamed(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

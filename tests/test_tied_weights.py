@@ -17,31 +17,16 @@ from biozoo.errors import AssemblyError, ManifestError, WeightsError
 from biozoo.manifest.io import parse_manifest
 from biozoo.ties import savable_state, tie_parameters
 from biozoo.weights import read_header
-from tests.support.models import sha256, write_model
+from tests.support.models import BERT_SIZES, masked_lm_manifest, sha256, write_model
 
-V, D, H, F, LAYERS, P = 97, 32, 4, 64, 2, 40  # the sizes of tests/test_bert_blocks.py
+V, P = BERT_SIZES["vocab"], BERT_SIZES["positions"]
 ALIAS, SOURCE = "head.decoder.weight", "embedding.word_embeddings.weight"
 TIE = {ALIAS: SOURCE}
 IDS = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]])
 
 
 def _manifest(tie: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "format_version": 1,
-        "id": "test/tied-mlm",
-        "architecture": {"name": "core.masked_lm"},
-        "components": {
-            "embedding": {"name": "core.bert_embedding", "config": {
-                "vocab_size": V, "d_model": D, "max_positions": P, "padding_idx": 0, "dropout": 0.0}},
-            "encoder": {"name": "core.transformer_encoder", "config": {
-                "d_model": D, "num_layers": LAYERS, "num_heads": H, "dim_feedforward": F, "activation": "gelu",
-                "layer_norm_eps": 1e-12, "dropout": 0.0}},
-            "head": {"name": "core.mlm_head", "config": {"d_model": D, "vocab_size": V}},
-        },
-        "tie": dict(TIE if tie is None else tie),
-        "weights": {"source": ".", "files": [{"path": "model.safetensors", "sha256": "0" * 64}]},
-        "license": "MIT",
-    }  # fmt: skip
+    return masked_lm_manifest("test/tied-mlm", tie=TIE if tie is None else tie)
 
 
 def _tied_state(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -76,3 +76,33 @@ def with_nan_weights(model: torch.nn.Module, submodule: str) -> torch.nn.Module:
     with torch.no_grad():
         next(iter(broken.get_submodule(submodule).parameters())).fill_(float("nan"))
     return broken
+
+
+# A small BERT-order masked LM (tests/test_bert_blocks.py, tests/test_tied_weights.py).
+BERT_SIZES = {"vocab": 97, "d": 32, "heads": 4, "ff": 64, "layers": 2, "positions": 40}
+
+
+def masked_lm_manifest(
+    model_id: str = "test/bert-mlm", *, dropout: float = 0.0, tie: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``core.bert_embedding`` -> ``core.transformer_encoder`` (post-norm, GELU) -> ``core.mlm_head``."""
+    z = BERT_SIZES
+    data: dict[str, Any] = {
+        "format_version": 1,
+        "id": model_id,
+        "architecture": {"name": "core.masked_lm"},
+        "components": {
+            "embedding": {"name": "core.bert_embedding", "config": {
+                "vocab_size": z["vocab"], "d_model": z["d"], "max_positions": z["positions"], "padding_idx": 0,
+                "dropout": dropout}},
+            "encoder": {"name": "core.transformer_encoder", "config": {
+                "d_model": z["d"], "num_layers": z["layers"], "num_heads": z["heads"], "dim_feedforward": z["ff"],
+                "activation": "gelu", "layer_norm_eps": 1e-12, "dropout": dropout}},
+            "head": {"name": "core.mlm_head", "config": {"d_model": z["d"], "vocab_size": z["vocab"]}},
+        },
+        "weights": {"source": ".", "files": [{"path": "model.safetensors", "sha256": "0" * 64}]},
+        "license": "MIT",
+    }  # fmt: skip
+    if tie is not None:
+        data["tie"] = dict(tie)
+    return data
