@@ -943,7 +943,10 @@ def hub_serve(
         root, host, port, token, protect_reads=protect_reads, max_upload=max_upload_mb * 2**20,
         log=None if quiet else sys.stderr,
     )  # fmt: skip
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as cleanly as Ctrl-C
+    # `kill` stops it as cleanly as Ctrl-C; and Ctrl-C works even where the parent started it with SIGINT ignored
+    # (a shell's background job: a server started from a script or CI could not be stopped with SIGINT before)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server.start()
     try:
         out.print(f"serving the repositories in {escape(str(root.resolve()))} at {server.url}", soft_wrap=True)
