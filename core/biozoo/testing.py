@@ -230,6 +230,6 @@ def tiny_anndata() -> AnnData:
 @pytest.fixture
 def tiny_h5ad(tiny_anndata: AnnData, tmp_path: Path) -> Path:
     """``tiny_anndata`` written to an .h5ad file, for CLI tests (``zoo embed MODEL FILE -o OUT``)."""
-    path = tmp_path / "tiny.h5ad"
-    tiny_anndata.write_h5ad(path)
-    return path
+    from biozoo.singlecell.anndata_io import write_h5ad_atomic  # pandas 3's string columns written readably
+
+    return write_h5ad_atomic(tiny_anndata, tmp_path / "tiny.h5ad")
