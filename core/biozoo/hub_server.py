@@ -50,6 +50,7 @@ GITATTRIBUTES = "".join(f"*{s} filter=lfs diff=lfs merge=lfs -text\n" for s in L
 INVALID_TOKEN = "Invalid credentials in Authorization header"  # the client maps exactly this text to a plain 401
 NEEDS_TOKEN = "This Hub requires a token: set HF_TOKEN to the token `zoo hub serve --token` was given"
 MAX_JSON_BODY = 8 * 1024 * 1024  # create/preupload/paths-info bodies: a few KiB in practice
+MAX_DISCARD = 64 * 2**20  # a refused body up to this size is read and dropped, so its sender gets the 413
 DEFAULT_MAX_UPLOAD = 4 * 1024**3  # one commit's body (files base64-encoded inside)
 MAX_PATH_CHARS = 1000
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -524,11 +525,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
 
+    def _discard(self, length: int) -> None:
+        """Read and drop a refused body of up to ``MAX_DISCARD`` bytes; a larger one closes the connection."""
+        if length > MAX_DISCARD:
+            self.close_connection = True
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 16))
+            if not chunk:
+                break
+            length -= len(chunk)
+
     def _body(self, limit: int = MAX_JSON_BODY) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         if length < 0:
             raise ApiError(400, "Negative Content-Length")
         if length > limit:
+            self._discard(length)  # a client still sending would get a broken pipe instead of this answer
             raise ApiError(413, f"The request body is {length:,} bytes; this hub accepts at most {limit:,}")
         return self.rfile.read(length)
 
