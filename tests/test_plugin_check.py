@@ -7,7 +7,6 @@ distributions on sys.path) and fails on the code before the check existed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import yaml
 
 from biozoo.errors import PluginError, UnknownNameError
 from biozoo.registry import get_registry, reset_registry
+from tests.support.cli import zoo
 
 if TYPE_CHECKING:
     from tests.support.fake_plugins import FakePlugins
@@ -52,14 +52,7 @@ def biozoo_manifests():
 
 
 def _cli(fake_plugins: FakePlugins, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake_plugins.root), *sys.path]), "COLUMNS": "400"}
-    return subprocess.run(
-        [sys.executable, "-m", "biozoo.cli.app", *args],
-        env={**environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return zoo(*args, path=str(fake_plugins.root), **{"COLUMNS": "400", **env})
 
 
 def _tiny_copy(folder: Path, model_id: str) -> Path:

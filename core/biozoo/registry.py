@@ -43,6 +43,7 @@ from biozoo.plugins.loader import (
     strict_mode,
 )
 from biozoo.plugins.loader import first_party as _first_party
+from biozoo.tasks import check_task
 
 T = TypeVar("T")
 CORE = "core"
@@ -505,7 +506,14 @@ class Registry:
                 f"architecture {architecture!r} does not support the task {task!r}",
                 f"models with architectures {', '.join(able)} do" if able else f"no installed plugin provides {task!r}",
             )
-        return self.import_target(claim.value.target, claim.plugin)
+        fn = self.import_target(claim.value.target, claim.plugin)
+        check_task(task, fn, self.task_label(claim.value, claim.plugin))
+        return fn
+
+    def task_label(self, decl: TaskDecl, plugin: str) -> str:
+        """How errors name a task: its declaration, its target and the plugin with its distribution."""
+        status = self.plugin_status(plugin)
+        return f"the {decl.task} task of {decl.architecture} ({decl.target}, {status.label if status else plugin})"
 
     # -- foreign folders -------------------------------------------------------
 

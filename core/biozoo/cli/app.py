@@ -10,7 +10,7 @@ printed as its message and hint with exit code 1, never a traceback.
 from __future__ import annotations
 
 import contextlib
-import inspect
+import functools
 import json
 import math
 import os
@@ -382,7 +382,21 @@ def _task(task: str, model: str, device: str | None, processor: str | None, dtyp
 
     api.parse_device(device)  # a bad --device fails before the model is fetched or loaded
     loaded = api.load(model, device=device, processor=processor, dtype=dtype)
-    return loaded, get_registry().task(task, loaded.zoo_manifest.architecture.name)
+    fn = get_registry().task(task, loaded.zoo_manifest.architecture.name)  # its signature checked (biozoo.tasks)
+    return loaded, _checked_result(task, fn, loaded.zoo_manifest.architecture.name)
+
+
+def _checked_result(task: str, fn: Any, architecture: str) -> Any:
+    """``fn`` with its result checked against the task contract before the CLI reads it."""
+    from biozoo.tasks import CONTRACTS
+
+    contract = CONTRACTS[task]
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return contract.check_result(fn(*args, **kwargs), f"the {task} task of {architecture}")
+
+    return run
 
 
 def _precision(device: str | None, dtype: str | None, autocast: bool) -> contextlib.AbstractContextManager:
@@ -527,13 +541,14 @@ def _cells_task(
 ) -> dict[str, Any]:
     """Check the paths and precision, then run ``task`` on the cells of ``source`` into a staged ``output``
     (published on success)."""
+    from biozoo.tasks import CONTRACTS
     from biozoo.utils.atomic import staged_output
 
     _check_h5ad_paths(source, output)
     amp = _precision(device, dtype, autocast)
     with staged_output(output, overwrite=overwrite, needed=source.stat().st_size) as stage:
         loaded, run = _task(task, model, device, processor, dtype)
-        if "devices" in options and "devices" not in inspect.signature(run).parameters:
+        if "devices" in options and not CONTRACTS[task].accepts(run, "devices"):
             raise BiozooError(
                 f"the {task} task of {loaded.zoo_manifest.id} cannot split cells over devices",
                 "use --device with one device",

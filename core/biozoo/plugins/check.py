@@ -103,7 +103,7 @@ def target_checks(registry: Registry, plugin: str) -> list[Check]:
         for d in spec.converters
     ]
     checks += [
-        _attempt(f"task {d.task}:{d.architecture}", "import", lambda d=d: _task(registry, d, plugin), hint=False)
+        _attempt(f"task {d.task}:{d.architecture}", "import, contract", lambda d=d: _task(registry, d, plugin))
         for d in spec.tasks
     ]
     checks += [
@@ -163,6 +163,9 @@ def _callable(registry: Registry, target: str, plugin: str) -> str:
 
 
 def _task(registry: Registry, decl: TaskDecl, plugin: str) -> str:
+    from biozoo.tasks import check_task
+
+    check_task(decl.task, registry.import_target(decl.target, plugin), registry.task_label(decl, plugin))
     _callable(registry, decl.target, plugin)
     claims = registry.components.claims.get(decl.architecture, [])
     if not any(c.value.kind == ComponentKind.ARCHITECTURE for c in claims):
