@@ -1,6 +1,7 @@
 """Attention processors: the contract, the core's two processors, and selection.
 
->>> from biozoo.attention import set_processor, use_processor, explain
+Examples:
+    >>> from biozoo.attention import set_processor, use_processor, explain
 """
 
 from biozoo.attention.contract import (

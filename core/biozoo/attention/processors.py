@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from biozoo.attention.contract import AttentionCall, AttentionResult, ProcessorCaps
 
 ALL_MASKS = frozenset({"key_padding", "bool", "additive"})
+"""Every ``AttentionMask.kind``: ``ProcessorCaps(masks=ALL_MASKS)`` declares a kernel that takes any mask."""
 
 
 def expand_kv_heads(k: torch.Tensor, v: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
