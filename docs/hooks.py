@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 API_PAGES: dict[str, tuple[str, list[str]]] = {
     "api/api.md": ("biozoo (load, verify, publish)", ["biozoo.api", "biozoo.hub.publish", "biozoo.errors"]),
     "api/plugins.md": ("Plugin hooks and declarations", ["biozoo.plugins.hookspecs", "biozoo.plugins.declarations"]),
+    "api/tasks.md": ("Task contracts", ["biozoo.tasks"]),
     "api/components.md": ("Components and ports", ["biozoo.components.base", "biozoo.components.ports"]),
     "api/nn.md": ("biozoo.nn", ["biozoo.nn"]),
     "api/attention.md": ("biozoo.attention", ["biozoo.attention", "biozoo.attention.processors"]),

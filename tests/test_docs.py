@@ -348,3 +348,5 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     assert "zoo hub serve" in cli
     api = (tmp_path / "site" / "api" / "attention" / "index.html").read_text(encoding="utf-8")
     assert all(name in api for name in ("combined_bias", "expand_kv_heads", "causal_keep", "ALL_MASKS"))
+    tasks = (tmp_path / "site" / "api" / "tasks" / "index.html").read_text(encoding="utf-8")
+    assert "EmbedResult" in tasks
