@@ -144,3 +144,11 @@ def test_every_installed_plugins_tasks_follow_their_contracts() -> None:
     for name in names:  # none in the core-only venv; every first-party task with the plugins
         task, architecture = name.split(":")
         registry.task(task, architecture)  # raises on a broken contract
+
+
+def test_the_cores_embed_task_follows_the_embed_contract_and_takes_devices() -> None:
+    from biozoo.singlecell.pipeline import embed_task
+
+    task = embed_task(lambda model: None)
+    check_task("embed", task, "biozoo.singlecell.pipeline.embed_task")
+    assert CONTRACTS["embed"].accepts(task, "devices")

@@ -35,7 +35,17 @@ def model_preprocessing(model: Any) -> tuple[Any, Any, Path]:
     return manifest, pre, location.file(pre.files["vocabulary"])
 
 
-def provenance(model: Any, task: str, plugin: str, seed: int | None, steps: list[str] | None = None) -> dict:
+def plugin_of(model: Any) -> str:
+    """The distribution and version of the plugin that runs ``model`` ("biozoo-scgpt 0.3.0"), read from the
+    registry by the model's architecture; the architecture's name when no installed plugin claims it."""
+    from biozoo.registry import get_registry
+
+    architecture = model.zoo_manifest.architecture.name
+    status = get_registry().plugin_status(architecture.split(".", 1)[0])
+    return f"{status.distribution} {status.version}" if status is not None else architecture
+
+
+def provenance(model: Any, task: str, seed: int | None, steps: list[str] | None = None) -> dict:
     """Model id, where it came from, weight hashes, plugin version, seed, preprocessing steps and the precision
     it ran in (weights' dtype, autocast dtype or "off": outputs of bfloat16 runs differ from float32 ones)."""
     from biozoo.nn.precision import describe
@@ -46,7 +56,7 @@ def provenance(model: Any, task: str, plugin: str, seed: int | None, steps: list
         "model": manifest.id,
         "origin": model.zoo_report.origin,
         "weights_sha256": {f.path: f.sha256 for f in manifest.weights.files} if manifest.weights else {},
-        "plugin": plugin,
+        "plugin": plugin_of(model),
         "seed": -1 if seed is None else seed,
         "preprocessing": steps or [],
         "precision": describe(model),
@@ -60,13 +70,12 @@ def write_embeddings(
     compute: Callable[[Any], tuple[np.ndarray, list[str]]],
     *,
     key: str,
-    plugin: str,
     seed: int,
 ) -> dict[str, Any]:
     """Read cells, ``compute(adata) -> (embeddings, steps)``, write ``obsm[key]`` + provenance to a new h5ad."""
     adata = read_h5ad(input_path)
     emb, steps = compute(adata)
     adata.obsm[key] = emb
-    adata.uns.setdefault("biozoo", {})[key] = provenance(model, "embed", plugin, seed, steps)
+    adata.uns.setdefault("biozoo", {})[key] = provenance(model, "embed", seed, steps)
     write_h5ad_atomic(adata, output_path)
     return {"cells": adata.n_obs, "dims": emb.shape[1], "key": f"obsm[{key!r}]", "steps": steps}

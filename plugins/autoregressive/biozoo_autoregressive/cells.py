@@ -19,7 +19,7 @@ Two tokenizers are registered by name in manifests:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -28,9 +28,9 @@ import torch
 from biozoo.errors import ManifestError
 from biozoo.singlecell.binning import MAX_BINS, bin_midpoints, digitize_by_edges, uniform_bin_edges
 from biozoo.singlecell.checks import PreprocessingConfig, vocabulary_token
-from biozoo.singlecell.device import batch_limits
 from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.outputs import model_preprocessing
+from biozoo.singlecell.pipeline import CellPipeline, PreparedCells
 from biozoo.singlecell.prepare import log_normalized_matched
 from biozoo.singlecell.tokenize import (
     TokenizedCells,
@@ -136,14 +136,6 @@ def _manifest_edges(edges: Any, model_id: str) -> np.ndarray:
     return array
 
 
-@dataclass
-class PreparedCells:
-    """Tokenized cells (CLS first, genes in the model's order) and what happened on the way."""
-
-    cells: TokenizedCells
-    steps: list[str] = field(default_factory=list)
-
-
 def prepare(
     adata: Any, contract: CellContract, *, var_column: str | None = None, layer: str | None = None
 ) -> PreparedCells:
@@ -167,7 +159,7 @@ def prepare(
     longest = int(cells.lengths.max())
     if longest > contract.max_len:
         steps.append(f"cells longer than {contract.max_len} tokens keep their first {contract.max_len}")
-    return PreparedCells(cells, steps)
+    return PreparedCells(cells, steps, matched.input_kind, matched.match.n_matched, matched.match.n_total)
 
 
 def tokens_to_batch(cells: TokenizedCells, idx: np.ndarray, contract: CellContract) -> dict[str, np.ndarray]:
@@ -202,19 +194,27 @@ def tokens_to_batch(cells: TokenizedCells, idx: np.ndarray, contract: CellContra
     return out
 
 
-def batches(
-    prepared: PreparedCells,
-    contract: CellContract,
-    batch_size: int | None,
-    device: torch.device,
-    max_tokens: int | None = None,
-    progress: bool = False,
-) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """``(cell indices, model inputs as host arrays)`` over length-sorted batches of at most ``batch_size``
-    cells and ``max_tokens`` padded tokens (defaults: ``device``'s, :func:`biozoo.singlecell.device.batch_limits`);
-    a progress bar on stderr with ``progress``."""
-    batch_size, max_tokens = batch_limits(device, batch_size, max_tokens)
-    lengths = np.minimum(prepared.cells.lengths + (contract.eos_token is not None), contract.max_len)
-    groups, _ = length_sorted_batches(lengths, batch_size, max_tokens=max_tokens)
-    for idx in with_progress(groups, progress):
-        yield idx, tokens_to_batch(prepared.cells, idx, contract)
+class AutoregressiveCells(CellPipeline):
+    """The core's single-cell pipeline (:mod:`biozoo.singlecell.pipeline`) for autoregressive models."""
+
+    embedding_key = "X_autoregressive"
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model)
+        self.contract = CellContract.of(model)
+
+    def prepare(self, adata: Any, *, var_column: str | None, layer: str | None, seed: int) -> PreparedCells:
+        return prepare(adata, self.contract, var_column=var_column, layer=layer)
+
+    def batches(
+        self, prepared: PreparedCells, *, batch_size: int, max_tokens: int | None, seed: int, progress: bool
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Length-sorted batches (a cell's length counts its ``<eos>``), right-padded by :func:`tokens_to_batch`."""
+        contract = self.contract
+        lengths = np.minimum(prepared.cells.lengths + (contract.eos_token is not None), contract.max_len)
+        groups, _ = length_sorted_batches(lengths, batch_size, max_tokens=max_tokens)
+        for idx in with_progress(groups, progress):
+            yield idx, tokens_to_batch(prepared.cells, idx, contract)
+
+    def embed(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model.encode(**inputs)

@@ -11,74 +11,22 @@ import torch
 from biozoo.errors import BiozooError, InvalidArgumentError
 from biozoo.nn.sampling import check_sampling
 from biozoo.singlecell.anndata_io import write_h5ad_atomic
-from biozoo.singlecell.checks import refuse_non_finite
-from biozoo.singlecell.device import run_batches
-from biozoo.singlecell.outputs import provenance, write_embeddings
+from biozoo.singlecell.outputs import provenance
+from biozoo.singlecell.pipeline import PreparedCells, embed_task
 from biozoo.singlecell.tokenize import with_progress
-from biozoo_autoregressive.cells import CellContract, PreparedCells, batches, prepare
+from biozoo_autoregressive.cells import AutoregressiveCells, CellContract
 
-EMBEDDING_KEY = "X_autoregressive"
 GENERATE_BATCH_CPU, GENERATE_BATCH_GPU = 64, 1024  # cells per batch `generate` uses when none is given
 
 
-def _provenance(model: torch.nn.Module, task: str, seed: int | None, steps: list[str] | None = None) -> dict:
-    from biozoo_autoregressive import __version__
-
-    return {
-        **provenance(model, task, f"biozoo-autoregressive {__version__}", seed, steps),
-        "objective": model.objective,
-    }
+def cell_embeddings(model: torch.nn.Module, adata: Any, **options: Any) -> tuple[np.ndarray, PreparedCells]:
+    """``model.encode`` for every cell, in cell order: ``[cells, hidden]``; options as
+    :meth:`biozoo.singlecell.pipeline.CellPipeline.run`. NaN or infinite embeddings are refused."""
+    return AutoregressiveCells(model).cell_embeddings(adata, **{"progress": False, **options})
 
 
-def cell_embeddings(
-    model: torch.nn.Module,
-    adata: Any,
-    *,
-    batch_size: int | None = None,
-    var_column: str | None = None,
-    layer: str | None = None,
-    progress: bool = False,
-    devices: list[torch.device] | None = None,
-) -> tuple[np.ndarray, PreparedCells]:
-    """``model.encode`` for every cell, in cell order: ``[cells, hidden]``; NaN or infinite embeddings are refused."""
-    contract = CellContract.of(model)
-    prepared = prepare(adata, contract, var_column=var_column, layer=layer)
-    device = devices[0] if devices else next(model.parameters()).device
-    out = run_batches(
-        model,
-        batches(prepared, contract, batch_size, device, progress=progress),
-        lambda m, inputs: m.encode(**inputs),
-        len(prepared.cells),
-        devices=devices,
-        check=lambda values: refuse_non_finite(values, model, "cell embeddings"),
-    )
-    return out, prepared
-
-
-def embed(
-    model: torch.nn.Module,
-    input_path: Path,
-    output_path: Path,
-    *,
-    batch_size: int | None = None,
-    var_column: str | None = None,
-    layer: str | None = None,
-    seed: int = 0,
-    key: str = EMBEDDING_KEY,
-    progress: bool = True,
-    devices: list[torch.device] | None = None,
-) -> dict[str, Any]:
-    """Write ``obsm[key]`` (cell embeddings) and provenance into a new h5ad."""
-    from biozoo_autoregressive import __version__
-
-    def compute(adata: Any) -> tuple[np.ndarray, list[str]]:
-        emb, prepared = cell_embeddings(
-            model, adata, batch_size=batch_size, var_column=var_column, layer=layer, progress=progress, devices=devices
-        )
-        return emb, prepared.steps
-
-    plugin = f"biozoo-autoregressive {__version__}"
-    return write_embeddings(model, input_path, output_path, compute, key=key, plugin=plugin, seed=seed)
+#: ``zoo embed``: ``obsm['X_autoregressive']`` and provenance in a new h5ad (biozoo.tasks.EmbedTask)
+embed = embed_task(AutoregressiveCells)
 
 
 def generated_to_anndata(model: torch.nn.Module, cells: Any, contract: CellContract, first_index: int = 0) -> Any:
@@ -178,7 +126,9 @@ def generate(
         parts.append(generated_to_anndata(model, cells, contract, first_index=sum(sizes[:i])))
     adata = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
     settings = {"temperature": temperature, "top_k": top_k or 0, "top_p": top_p or 1.0, "max_length": max_length or 0}
-    adata.uns["biozoo"] = {"generate": {**_provenance(model, "generate", seed), "sampling": settings}}
+    adata.uns["biozoo"] = {
+        "generate": {**provenance(model, "generate", seed), "objective": model.objective, "sampling": settings}
+    }
     write_h5ad_atomic(adata, output_path)
     return {
         "cells": adata.n_obs,

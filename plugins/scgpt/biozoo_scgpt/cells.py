@@ -10,7 +10,7 @@ the inference tasks (:mod:`biozoo_scgpt.tasks`) and fine-tuning (:mod:`biozoo_sc
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,9 +20,9 @@ from biozoo.errors import InvalidArgumentError
 from biozoo.singlecell.binning import MAX_BINS, bin_values
 from biozoo.singlecell.checks import PreprocessingConfig
 from biozoo.singlecell.outputs import model_preprocessing
+from biozoo.singlecell.pipeline import PreparedCells
 from biozoo.singlecell.prepare import log_normalized_matched
 from biozoo.singlecell.tokenize import (
-    TokenizedCells,
     length_sorted_batches,
     pad_cells,
     refuse_empty_cells,
@@ -81,17 +81,6 @@ class InputContract:
         )
 
 
-@dataclass
-class PreparedCells:
-    """Tokenized cells plus what happened on the way (for reports and provenance)."""
-
-    cells: TokenizedCells
-    n_genes_matched: int
-    n_genes_total: int
-    input_kind: str
-    steps: list[str] = field(default_factory=list)
-
-
 def prepare(
     adata: Any,
     contract: InputContract,
@@ -123,7 +112,7 @@ def prepare(
         binned, match.ids[match.matched], cls_id=contract.vocabulary[contract.cls_token], cls_value=contract.cls_value
     )
     refuse_empty_cells(cells, adata.obs_names)
-    return PreparedCells(cells, match.n_matched, match.n_total, kind, steps)
+    return PreparedCells(cells, steps, kind, match.n_matched, match.n_total)
 
 
 def batches(

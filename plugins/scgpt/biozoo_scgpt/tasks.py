@@ -7,7 +7,7 @@ devices (:func:`biozoo.singlecell.device.run_batches`), and written atomically, 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,33 @@ import torch.nn.functional as F
 from biozoo.errors import BiozooError
 from biozoo.nn.precision import upcast
 from biozoo.singlecell.anndata_io import read_h5ad, write_h5ad_atomic
-from biozoo.singlecell.checks import refuse_non_finite
-from biozoo.singlecell.device import batch_limits, run_batches
-from biozoo.singlecell.outputs import provenance, write_embeddings
-from biozoo_scgpt.cells import InputContract, PreparedCells, batches, prepare
+from biozoo.singlecell.outputs import provenance
+from biozoo.singlecell.pipeline import CellPipeline, PreparedCells, embed_task
+from biozoo_scgpt.cells import InputContract, batches, prepare
 
-EMBEDDING_KEY = "X_scGPT"
+
+class ScGPTCells(CellPipeline):
+    """The core's single-cell pipeline (:mod:`biozoo.singlecell.pipeline`) for scGPT models: the model's
+    :class:`~biozoo_scgpt.cells.InputContract`, length-sorted padded batches, L2-normalised CLS embeddings."""
+
+    embedding_key = "X_scGPT"
+
+    def __init__(self, model: torch.nn.Module, binning: str | None = None) -> None:
+        super().__init__(model)
+        self.contract = InputContract.of(model, binning)
+
+    def prepare(self, adata: Any, *, var_column: str | None, layer: str | None, seed: int) -> PreparedCells:
+        return prepare(adata, self.contract, var_column=var_column, layer=layer, seed=seed)
+
+    def batches(
+        self, prepared: PreparedCells, *, batch_size: int, max_tokens: int | None, seed: int, progress: bool
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        return batches(prepared, self.contract, batch_size, seed, progress, max_tokens=max_tokens)
+
+    def embed(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L2-normalised CLS embeddings (what scGPT's ``embed_data`` returns), normalised in float32."""
+        hidden = model.encode(inputs["src"], inputs["values"], inputs["src_key_padding_mask"])
+        return F.normalize(upcast(model.cell_embedding(hidden, inputs["values"])), p=2, dim=1)
 
 
 def run_cells(
@@ -31,45 +52,21 @@ def run_cells(
     adata: Any,
     fn: Callable[[torch.nn.Module, dict], torch.Tensor],
     *,
-    devices: list[torch.device] | None = None,
-    batch_size: int | None = None,
-    var_column: str | None = None,
-    layer: str | None = None,
-    seed: int = 0,
-    progress: bool = True,
     binning: str | None = None,
-    max_tokens: int | None = None,
-    what: str = "outputs",
+    **options: Any,
 ) -> tuple[np.ndarray, PreparedCells]:
-    """Prepare ``adata`` for ``model``, run ``fn(model, inputs) -> [batch, ...]`` over length-sorted batches,
-    and return the results in cell order (inference mode), on the model's device or split over ``devices``
-    (:func:`biozoo.singlecell.device.run_batches`). Batches hold at most ``batch_size`` cells
-    and ``max_tokens`` padded tokens; both default to the device's (:func:`biozoo.singlecell.device.batch_limits`:
-    64 cells / 4,096 tokens on a CPU, 1,024 / 65,536 on a GPU). NaN or infinite results (``what``, for the
-    message) are refused (on a GPU a few batches later than the one that has them, not to stall it)."""
-    contract = InputContract.of(model, binning)
-    prepared = prepare(adata, contract, var_column=var_column, layer=layer, seed=seed)
-    device = devices[0] if devices else next(model.parameters()).device
-    batch_size, max_tokens = batch_limits(device, batch_size, max_tokens)
-    out = run_batches(
-        model,
-        batches(prepared, contract, batch_size, seed, progress, max_tokens=max_tokens),
-        fn,
-        len(prepared.cells),
-        devices=devices,
-        check=lambda values: refuse_non_finite(values, model, what),
-    )
-    return out, prepared
+    """``fn(model, inputs) -> [batch, ...]`` for every cell of ``adata``, in cell order (see
+    :meth:`biozoo.singlecell.pipeline.CellPipeline.run` for the options: ``devices``, ``batch_size``,
+    ``max_tokens``, ``var_column``, ``layer``, ``seed``, ``progress``, ``what``); ``binning`` as
+    :meth:`InputContract.of`. Batches default to 64 cells / 4,096 tokens on a CPU, 1,024 / 65,536 on a GPU."""
+    return ScGPTCells(model, binning).run(adata, fn, **options)
 
 
-def cell_embeddings(model: torch.nn.Module, adata: Any, **options: Any) -> tuple[np.ndarray, PreparedCells]:
+def cell_embeddings(
+    model: torch.nn.Module, adata: Any, *, binning: str | None = None, **options: Any
+) -> tuple[np.ndarray, PreparedCells]:
     """L2-normalised CLS embeddings ``[cells, d]`` (what scGPT's ``embed_data`` returns); options as run_cells."""
-
-    def fn(m: torch.nn.Module, inputs: dict) -> torch.Tensor:
-        hidden = m.encode(inputs["src"], inputs["values"], inputs["src_key_padding_mask"])
-        return F.normalize(upcast(m.cell_embedding(hidden, inputs["values"])), p=2, dim=1)  # norm in float32
-
-    return run_cells(model, adata, fn, what="cell embeddings", **options)
+    return ScGPTCells(model, binning).cell_embeddings(adata, **options)
 
 
 def class_probabilities(model: torch.nn.Module, adata: Any, **options: Any) -> tuple[np.ndarray, list[str]]:
@@ -105,42 +102,12 @@ def label_key(model: torch.nn.Module) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", model.zoo_manifest.id).strip("_").lower() or "model"
 
 
+
 # -- tasks behind `zoo embed`, `zoo annotate`, `zoo finetune` -----------------------------------------------------
 
 
-def _provenance(model: torch.nn.Module, task: str, seed: int, prepared: PreparedCells | None = None) -> dict:
-    from biozoo_scgpt import __version__
-
-    return provenance(model, task, f"biozoo-scgpt {__version__}", seed, prepared.steps if prepared else [])
-
-
-def embed(
-    model: torch.nn.Module,
-    input_path: Path,
-    output_path: Path,
-    *,
-    batch_size: int | None = None,
-    var_column: str | None = None,
-    layer: str | None = None,
-    seed: int = 0,
-    key: str = EMBEDDING_KEY,
-    progress: bool = True,
-    devices: list[torch.device] | None = None,
-) -> dict[str, Any]:
-    """Write ``obsm[key]`` (cell embeddings) and ``uns['biozoo']`` provenance to a new h5ad; ``devices``
-    splits the cells over several devices (the model is copied to each)."""
-    from biozoo_scgpt import __version__
-
-    def compute(adata: Any) -> tuple[np.ndarray, list[str]]:
-        emb, prepared = cell_embeddings(
-            model, adata, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed, progress=progress,
-            devices=devices,
-        )  # fmt: skip
-        return emb, prepared.steps
-
-    return write_embeddings(
-        model, input_path, output_path, compute, key=key, plugin=f"biozoo-scgpt {__version__}", seed=seed
-    )
+#: ``zoo embed``: ``obsm['X_scGPT']`` and provenance in a new h5ad (biozoo.tasks.EmbedTask)
+embed = embed_task(ScGPTCells)
 
 
 def annotate(
@@ -171,7 +138,7 @@ def annotate(
     adata.obs[f"{key}_label"] = pd.Categorical([labels[i] for i in best], categories=labels)
     adata.obs[f"{key}_confidence"] = probs[np.arange(len(best)), best].astype(np.float32)
     adata.uns.setdefault("biozoo", {})[f"{key}_label"] = {
-        **_provenance(model, "annotate", seed, prepared),
+        **provenance(model, "annotate", seed, prepared.steps),
         "classes": labels,
     }
     write_h5ad_atomic(adata, output_path)
