@@ -350,3 +350,14 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     assert all(name in api for name in ("combined_bias", "expand_kv_heads", "causal_keep", "ALL_MASKS"))
     tasks = (tmp_path / "site" / "api" / "tasks" / "index.html").read_text(encoding="utf-8")
     assert "EmbedResult" in tasks
+
+
+def test_a_file_in_place_of_a_generated_page_is_an_error(tmp_path: Path) -> None:
+    pytest.importorskip("mkdocs", reason="the docs extra is not installed")
+    from mkdocs.exceptions import PluginError
+    from mkdocs.structure.files import File, Files
+
+    (tmp_path / "index.md").write_text("# hand-written\n", encoding="utf-8")
+    files = Files([File("index.md", str(tmp_path), str(tmp_path / "site"), use_directory_urls=True)])
+    with pytest.raises(PluginError, match="docs/index.md is generated"):
+        _hooks().on_files(files, config=None)
