@@ -148,7 +148,7 @@ def main(train_model: bool = True) -> None:
     result = {
         "test_cells": len(truth),
         "train_report": {
-            k: v for k, v in (report or model.zoo_manifest.metadata.get("finetune", {})).items() if k != "history"
+            k: v for k, v in (report or model.zoo.manifest.metadata.get("finetune", {})).items() if k != "history"
         },
         "test": {k: {"accuracy": a, "macro_f1": f} for k, (a, f) in rows.items()},
     }

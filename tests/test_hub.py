@@ -43,14 +43,14 @@ def test_publish_then_load_gives_identical_outputs(hub, tmp_path: Path) -> None:
     remote = biozoo.load(f"hf://lab/tiny-roundtrip@{commit}")
     for key, value in _outputs(local).items():
         assert torch.equal(value, _outputs(remote)[key]), key
-    assert commit in remote.zoo_report.origin
-    assert str(hub.cache_dir) in str(remote.zoo_folder)
+    assert commit in remote.zoo.report.origin
+    assert str(hub.cache_dir) in str(remote.zoo.folder)
 
 
 def test_load_from_branch_reports_the_resolved_commit(hub, tmp_path: Path) -> None:
     _, commit = _publish(hub, tmp_path, "lab/tiny-branch")
     model = biozoo.load("hf://lab/tiny-branch")
-    assert f"commit {commit}" in model.zoo_report.origin
+    assert f"commit {commit}" in model.zoo.report.origin
 
 
 def test_pinned_cached_model_loads_during_an_outage(hub, tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_pinned_cached_model_loads_offline(hub, tmp_path: Path) -> None:
     _, commit = _publish(hub, tmp_path, "lab/tiny-offline")
     biozoo.load(f"hf://lab/tiny-offline@{commit}")
     with hub.offline():
-        assert biozoo.load(f"hf://lab/tiny-offline@{commit}").zoo_report.parameters > 0
+        assert biozoo.load(f"hf://lab/tiny-offline@{commit}").zoo.report.parameters > 0
 
 
 def test_unreachable_hub_without_cache_fails_fast_and_clearly(hub, tmp_path: Path) -> None:
@@ -81,9 +81,9 @@ def test_unreachable_hub_without_cache_fails_fast_and_clearly(hub, tmp_path: Pat
 def test_unpinned_load_during_an_outage_says_it_came_from_the_cache(hub, tmp_path: Path) -> None:
     """A branch served from the cache may be stale: the origin (what `zoo load` prints) must say so."""
     _, commit = _publish(hub, tmp_path, "lab/tiny-stale")
-    assert "from the cache" not in biozoo.load("hf://lab/tiny-stale").zoo_report.origin
+    assert "from the cache" not in biozoo.load("hf://lab/tiny-stale").zoo.report.origin
     with hub.outage():
-        origin = biozoo.load("hf://lab/tiny-stale").zoo_report.origin
+        origin = biozoo.load("hf://lab/tiny-stale").zoo.report.origin
     assert f"(commit {commit}, from the cache: cannot reach {hub.url}" in origin
 
 
@@ -118,7 +118,7 @@ def test_manifest_with_weights_on_the_hub(hub, tmp_path: Path) -> None:
     (local / "manifest.yaml").write_text(yaml.safe_dump(data))
     model = biozoo.load(local)
     assert torch.equal(_outputs(model)["logits"], _outputs(biozoo.load(folder))["logits"])
-    assert "hf://lab/tiny-remote-weights" in model.zoo_report.files["model.safetensors"]
+    assert "hf://lab/tiny-remote-weights" in model.zoo.report.files["model.safetensors"]
 
     data["weights"]["files"][0]["sha256"] = "a" * 64
     (local / "manifest.yaml").write_text(yaml.safe_dump(data))

@@ -134,7 +134,7 @@ def test_dropped_connection_is_a_one_line_error_and_a_retry_works(hub, tmp_path:
     assert "\n" not in info.value.message
     assert f"the connection to {hub.url} broke while downloading model.safetensors" in info.value.message
     assert "run the command again" in str(info.value.hint)
-    assert biozoo.load(f"hf://lab/hostile-drop@{commit}").zoo_report.parameters > 0
+    assert biozoo.load(f"hf://lab/hostile-drop@{commit}").zoo.report.parameters > 0
 
 
 def test_cli_reports_a_dropped_connection_without_a_traceback(hub, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ def test_loaded_model_uses_exactly_the_stored_weights(tmp_path: Path) -> None:
     assert set(loaded) == set(state)
     for key, value in state.items():
         assert torch.equal(loaded[key], value), key
-    assert model.zoo_report.parameters == sum(v.numel() for v in state.values())
+    assert model.zoo.report.parameters == sum(v.numel() for v in state.values())
     assert not model.training
 
 
@@ -364,3 +364,15 @@ def test_nan_in_a_registry_model_is_refused_by_the_cli(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout
     assert f"holds NaN/Inf values in tensor {key!r}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_loaded_model_carries_one_typed_record() -> None:
+    import biozoo
+    from biozoo.api import LoadReport, ZooRecord, zoo_record
+
+    model = biozoo.load("core/tiny-transformer")
+    assert isinstance(model.zoo, ZooRecord) and zoo_record(model) is model.zoo
+    assert model.zoo.manifest.id == "core/tiny-transformer" and isinstance(model.zoo.report, LoadReport)
+    assert model.zoo.location.file("manifest.yaml").is_file()
+    assert not [name for name in vars(model) if name.startswith("zoo_")]  # no loose zoo_* attributes left
+    assert zoo_record(object()) is None

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from biozoo.manifest.schema import Manifest
+
 
 # -- listing (no torch) ----------------------------------------------------------------------------------------
 
@@ -118,6 +120,22 @@ class LoadReport:
     processors: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ZooRecord:
+    """What biozoo knows about a model it loaded, as ``model.zoo``: one typed record a task can rely on."""
+
+    manifest: Manifest  #: the validated manifest
+    location: LocatedManifest  #: resolves the manifest's other files: ``location.file(pre.files["vocabulary"])``
+    folder: Path  #: the folder the weights were read from (a Hub cache folder for hf:// models)
+    report: LoadReport  #: where each file came from and what loading cost (``zoo load`` prints it)
+
+
+def zoo_record(model: Any) -> ZooRecord | None:
+    """``model.zoo`` when ``model`` was loaded by :func:`load`, else None (a model built by hand)."""
+    record = getattr(model, "zoo", None)
+    return record if isinstance(record, ZooRecord) else None
+
+
 def _weights_root(located: LocatedManifest) -> tuple[Path, str]:
     """The folder holding the weights (downloading them from the Hub if the manifest points there)."""
     from biozoo import hub
@@ -146,7 +164,7 @@ def load(
     processor: str | None = None,
     verify_hashes: bool = True,
 ) -> nn.Module:
-    """Assemble a model and load its weights; ``model.zoo_report`` says what happened."""
+    """Assemble a model and load its weights; ``model.zoo.report`` says what happened."""
 
     from biozoo.assembly import assemble
     from biozoo.attention.selection import set_processor
@@ -185,10 +203,7 @@ def load(
     report.device = str(first.device) if first is not None else "-"
     report.seconds = time.perf_counter() - start
     report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    model.zoo_report = report
-    model.zoo_manifest = manifest
-    model.zoo_location = located  # resolves the manifest's other files (vocabulary, test vectors)
-    model.zoo_folder = folder
+    model.zoo = ZooRecord(manifest, located, folder, report)
     return model
 
 
@@ -246,8 +261,8 @@ def explain_model(source: str | Path, *, processor: str | None = None) -> list[d
     from biozoo.attention import explain
 
     model = load(source, processor=processor)
-    if model.zoo_manifest.test_vectors is not None:
-        inputs, _ = _test_vectors(model.zoo_location)
+    if model.zoo.manifest.test_vectors is not None:
+        inputs, _ = _test_vectors(model.zoo.location)
         with torch.no_grad():
             model(**inputs)
     return explain(model)
@@ -295,7 +310,7 @@ def verify(source: str | Path, *, processor: str | None = None) -> list[OutputCh
             f"{located.manifest.id} has no test_vectors to verify", "add them to the manifest (docs/manifest.md)"
         )
     model = load(source, processor=processor)
-    manifest = model.zoo_manifest
+    manifest = model.zoo.manifest
     inputs, expected = _test_vectors(located)
     if not expected:
         raise ManifestError(f"{vectors.file} holds no 'output.*' tensors")

@@ -310,7 +310,7 @@ def load_cmd(
     from biozoo import api
 
     loaded = api.load(model, device=device, dtype=dtype, processor=processor)
-    r = loaded.zoo_report
+    r = loaded.zoo.report
     out.print(f"[bold green]loaded[/] {r.model_id}  from {r.origin}")
     table = Table(show_header=False, box=None)
     table.add_row("parameters", f"{r.parameters:,}")
@@ -382,8 +382,8 @@ def _task(task: str, model: str, device: str | None, processor: str | None, dtyp
 
     api.parse_device(device)  # a bad --device fails before the model is fetched or loaded
     loaded = api.load(model, device=device, processor=processor, dtype=dtype)
-    fn = get_registry().task(task, loaded.zoo_manifest.architecture.name)  # its signature checked (biozoo.tasks)
-    return loaded, _checked_result(task, fn, loaded.zoo_manifest.architecture.name)
+    fn = get_registry().task(task, loaded.zoo.manifest.architecture.name)  # its signature checked (biozoo.tasks)
+    return loaded, _checked_result(task, fn, loaded.zoo.manifest.architecture.name)
 
 
 def _checked_result(task: str, fn: Any, architecture: str) -> Any:
@@ -550,7 +550,7 @@ def _cells_task(
         loaded, run = _task(task, model, device, processor, dtype)
         if "devices" in options and not CONTRACTS[task].accepts(run, "devices"):
             raise BiozooError(
-                f"the {task} task of {loaded.zoo_manifest.id} cannot split cells over devices",
+                f"the {task} task of {loaded.zoo.manifest.id} cannot split cells over devices",
                 "use --device with one device",
             )
         with amp:

@@ -134,7 +134,10 @@ def refuse_non_finite(values: Any, model: Any, what: str) -> None:
     finite = values.isfinite() if hasattr(values, "isfinite") else np.isfinite(values)
     if bool(finite.all()):
         return
-    model_id = getattr(getattr(model, "zoo_manifest", None), "id", None)
+    from biozoo.api import zoo_record
+
+    record = zoo_record(model)
+    model_id = record.manifest.id if record is not None else None
     name = model_id or "the model"
     if _runs_in_float16(model):  # float16 tops out at 65504: large activations overflow to inf
         raise ModelOutputError(

@@ -19,9 +19,11 @@ from biozoo.singlecell.anndata_io import read_h5ad, write_h5ad_atomic
 
 def model_preprocessing(model: Any) -> tuple[Any, Any, Path]:
     """``(manifest, preprocessing, vocabulary path)`` of a model loaded with ``biozoo.load``."""
-    manifest = getattr(model, "zoo_manifest", None)
-    location = getattr(model, "zoo_location", None)
-    if manifest is None or manifest.preprocessing is None or location is None:
+    from biozoo.api import zoo_record
+
+    record = zoo_record(model)
+    manifest = record.manifest if record is not None else None
+    if record is None or manifest is None or manifest.preprocessing is None:
         raise BiozooError(
             "this model has no preprocessing section in its manifest, so its input genes are unknown",
             "load models with biozoo.load(); single-cell models carry a gene vocabulary",
@@ -32,15 +34,19 @@ def model_preprocessing(model: Any) -> tuple[Any, Any, Path]:
             f"{manifest.id}: preprocessing.files has no 'vocabulary', so genes cannot be matched",
             "save the model with its gene vocabulary (vocab.json / gene_vocab.json)",
         )
-    return manifest, pre, location.file(pre.files["vocabulary"])
+    return manifest, pre, record.location.file(pre.files["vocabulary"])
 
 
 def plugin_of(model: Any) -> str:
     """The distribution and version of the plugin that runs ``model`` ("biozoo-scgpt 0.3.0"), read from the
     registry by the model's architecture; the architecture's name when no installed plugin claims it."""
+    from biozoo.api import zoo_record
     from biozoo.registry import get_registry
 
-    architecture = model.zoo_manifest.architecture.name
+    record = zoo_record(model)
+    if record is None:
+        return "unknown"
+    architecture = record.manifest.architecture.name
     status = get_registry().plugin_status(architecture.split(".", 1)[0])
     return f"{status.distribution} {status.version}" if status is not None else architecture
 
@@ -50,11 +56,11 @@ def provenance(model: Any, task: str, seed: int | None, steps: list[str] | None 
     it ran in (weights' dtype, autocast dtype or "off": outputs of bfloat16 runs differ from float32 ones)."""
     from biozoo.nn.precision import describe
 
-    manifest = model.zoo_manifest
+    manifest = model.zoo.manifest
     return {
         "task": task,
         "model": manifest.id,
-        "origin": model.zoo_report.origin,
+        "origin": model.zoo.report.origin,
         "weights_sha256": {f.path: f.sha256 for f in manifest.weights.files} if manifest.weights else {},
         "plugin": plugin_of(model),
         "seed": -1 if seed is None else seed,

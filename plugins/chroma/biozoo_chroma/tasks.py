@@ -25,7 +25,10 @@ def provenance(model: torch.nn.Module, settings: dict[str, Any]) -> dict[str, st
     """What goes into every file's header, as ordered text fields."""
     from importlib.metadata import PackageNotFoundError, version
 
-    manifest = getattr(model, "zoo_manifest", None)
+    from biozoo.api import zoo_record
+
+    record = zoo_record(model)
+    manifest = record.manifest if record is not None else None
     files = manifest.weights.files if manifest is not None and manifest.weights is not None else []
     try:
         plugin = version("biozoo-chroma")

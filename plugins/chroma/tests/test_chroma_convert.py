@@ -79,7 +79,7 @@ def test_converted_folder_denoises_as_the_reference(tmp_path: Path, name: str) -
     assert set(weights) == set(expected) and any(".node_means_" in k for k in weights) and "time_features.B" in weights
     assert all(torch.equal(weights[k], v) for k, v in expected.items())
     assert all(check.ok for check in biozoo.verify(out))  # the test vectors, re-run
-    manifest = model.zoo_manifest
+    manifest = model.zoo.manifest
     assert manifest.license == LICENSE and manifest.metadata["redistributable"] is False
     assert "academic" in manifest.metadata["license"] and "Do not publish" in manifest.metadata["license"]
     assert manifest.architecture.config["noise_log_snr_range"] == [-7.0, 13.5]  # tuples -> lists
@@ -105,7 +105,7 @@ def test_zoo_convert_then_verify_on_the_command_line(tmp_path: Path) -> None:
     source = save(tmp_path, reference_checkpoint("knn"))
     proc = run_cli("convert", "chroma", str(source), "-o", "converted", "--id", "lab/chroma-random", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert biozoo.load(tmp_path / "converted").zoo_manifest.id == "lab/chroma-random"
+    assert biozoo.load(tmp_path / "converted").zoo.manifest.id == "lab/chroma-random"
     proc = run_cli("verify", "converted", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

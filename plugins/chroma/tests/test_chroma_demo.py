@@ -34,7 +34,7 @@ def random_weights(trained: ChromaBackbone) -> ChromaBackbone:
     """The same architecture at seeded random weights, with the trained model's buffers (centering means)."""
     with torch.random.fork_rng():
         torch.manual_seed(SEED)
-        baseline = ChromaBackbone(**trained.zoo_manifest.architecture.config).eval()
+        baseline = ChromaBackbone(**trained.zoo.manifest.architecture.config).eval()
     with torch.no_grad():
         for name, buffer in trained.named_buffers():
             baseline.get_buffer(name).copy_(buffer)
@@ -69,8 +69,8 @@ def test_demo_is_listed_and_loads(model: ChromaBackbone) -> None:
     assert listed.returncode == 0, listed.stderr
     assert MODEL in listed.stdout
     assert isinstance(model, ChromaBackbone)
-    assert model.zoo_manifest.id == MODEL
-    assert model.zoo_manifest.license == "MIT"
+    assert model.zoo.manifest.id == MODEL
+    assert model.zoo.manifest.license == "MIT"
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
 
 

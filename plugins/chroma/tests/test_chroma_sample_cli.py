@@ -46,7 +46,7 @@ def test_zoo_sample_writes_one_readable_pdb_per_sample_with_its_settings(folder:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "sampling" in proc.stderr  # the progress bar over SDE steps
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    sha = biozoo.load(folder).zoo_manifest.weights.files[0].sha256
+    sha = biozoo.load(folder).zoo.manifest.weights.files[0].sha256
     assert names == ["sample_000.pdb", "sample_001.pdb", "sample_002.pdb", "samples.json"]
     for i in range(3):
         path = tmp_path / "out" / f"sample_{i:03d}.pdb"

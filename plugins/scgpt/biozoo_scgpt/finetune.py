@@ -197,7 +197,7 @@ def _write_folder(
     from safetensors.torch import save_file
 
     model.eval()  # test vectors are inference outputs (no dropout)
-    base = model.zoo_manifest
+    base = model.zoo.manifest
     data = base.model_dump(mode="json", exclude_defaults=True)
     data["id"] = model_id or f"{base.id}-finetuned"
     data["components"]["cls_decoder"] = {

@@ -81,7 +81,7 @@ def _class_probabilities(
     """``class_probabilities`` plus the prepared cells (their preprocessing steps go into the output)."""
     if model.cls_decoder is None:
         raise BiozooError(
-            f"{model.zoo_manifest.id} has no classification head",
+            f"{model.zoo.manifest.id} has no classification head",
             "annotate with a fine-tuned model, e.g. scgpt/cls, or run `zoo finetune` first",
         )
     labels = model.cls_decoder.labels or [str(i) for i in range(model.cls_decoder.n_cls)]
@@ -99,7 +99,7 @@ def label_key(model: torch.nn.Module) -> str:
     ``scgpt/cls`` -> ``scgpt_cls`` (columns ``scgpt_cls_label``, ``scgpt_cls_confidence``), so two models'
     annotations of the same cells sit side by side instead of overwriting each other.
     """
-    return re.sub(r"[^0-9A-Za-z]+", "_", model.zoo_manifest.id).strip("_").lower() or "model"
+    return re.sub(r"[^0-9A-Za-z]+", "_", model.zoo.manifest.id).strip("_").lower() or "model"
 
 
 

@@ -260,7 +260,7 @@ def test_finetune_writes_a_verifiable_publishable_folder(tmp_path: Path) -> None
     verify = zoo("verify", str(out))
     assert verify.returncode == 0, verify.stderr
     model = biozoo.load(out)
-    assert model.zoo_manifest.id == "lab/pbmc-mine" and model.cls_decoder.labels
+    assert model.zoo.manifest.id == "lab/pbmc-mine" and model.cls_decoder.labels
     annotated = tmp_path / "mine.h5ad"  # the label columns are named after the model, not always scgpt_label
     assert zoo("annotate", str(out), str(CELLS), "-o", str(annotated)).returncode == 0
     obs = ad.read_h5ad(annotated).obs
