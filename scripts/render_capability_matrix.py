@@ -59,8 +59,8 @@ def _rows(conformance: bool) -> tuple[list[dict[str, str]], dict[str, str]]:
     registry.processors_by_priority()
     problems: dict[str, str] = dict(getattr(registry, "processor_problems", {}))
     rows = []
-    for name in registry.processor_decls.names():
-        claims = registry.processor_decls.claims[name]
+    for name in registry.processors.names():
+        claims = registry.processors.claims[name]
         if len(claims) != 1 or name in problems:
             continue
         kernel = registry.processor(name)

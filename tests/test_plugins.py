@@ -47,7 +47,7 @@ def test_healthy_plugin_is_listed_without_importing_its_model_code(fake_plugins:
     assert registry.plugins["good"].version == "1.2.3"
     assert registry.plugins["good"].core_range == "<1,>=0.1"
     assert registry.component_decl("good.head").description == "a head"
-    assert "good-kernel" in registry.processor_decls.names()
+    assert "good-kernel" in registry.processors.names()
     assert "fake_good_models" not in sys.modules
     with pytest.raises(PluginError, match="cannot import 'fake_good_models:Head'"):
         registry.component_class("good.head")  # importing happens on use, and its failure is explained
@@ -492,3 +492,33 @@ def test_a_plugin_filter_naming_nothing_installed_is_said_not_silent() -> None:
     assert proc.returncode == 0
     assert "warning: BIOZOO_PLUGINS names 'nosuch', which is not installed" in proc.stderr
     json.loads(proc.stdout)  # the machine-readable output stays clean
+
+
+def test_one_table_drives_every_hook() -> None:
+    """A hook is its function, its declaration class and one HOOKS row: nothing else may be left out."""
+    import dataclasses
+    import inspect
+
+    from biozoo.plugins import hookspecs
+    from biozoo.plugins.check import _TARGET_CHECKS
+    from biozoo.plugins.declarations import PluginSpec
+
+    specs = {name for name, fn in vars(hookspecs).items() if inspect.isfunction(fn) and name.startswith("biozoo_")}
+    assert {hook.name for hook in hookspecs.HOOKS} == specs
+    assert {hook.field for hook in hookspecs.HOOKS} == {f.name for f in dataclasses.fields(PluginSpec)} - {"name"}
+    assert set(_TARGET_CHECKS) == {hook.field for hook in hookspecs.HOOKS}
+    registry = get_registry()
+    for hook in hookspecs.HOOKS:
+        if hook.key is not None:
+            assert registry.table(hook.field) in registry._tables()
+
+
+def test_a_hook_returning_the_wrong_type_breaks_only_its_plugin(fake_plugins) -> None:
+    fake_plugins.add(
+        "wrongtype",
+        "from biozoo.plugins import hookimpl\n@hookimpl\ndef biozoo_tasks():\n    return ['embed']\n",
+    )
+    status = get_registry().plugins["wrongtype"]
+    assert status.status == "broken"
+    assert "biozoo_tasks() returned str where a TaskDecl was expected" in status.reason
+    assert get_registry().plugins["core"].healthy

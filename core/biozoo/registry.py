@@ -34,6 +34,7 @@ from biozoo.plugins.declarations import (
     TaskDecl,
     resolve_target,
 )
+from biozoo.plugins.hookspecs import HOOKS
 from biozoo.plugins.loader import (
     BROKEN,
     DISABLED,
@@ -132,7 +133,7 @@ class Registry:
     def __init__(self, statuses: Iterable[PluginStatus]) -> None:
         self.plugins: dict[str, PluginStatus] = {}
         self.components: _Table[ComponentDecl] = _Table("component")
-        self.processor_decls: _Table[ProcessorDecl] = _Table("attention processor")
+        self.processors: _Table[ProcessorDecl] = _Table("attention processor")
         self.converters: _Table[ConverterDecl] = _Table("converter")
         self.tasks: _Table[TaskDecl] = _Table("task")
         self.folder_formats: _Table[FolderFormatDecl] = _Table("folder format")
@@ -175,8 +176,8 @@ class Registry:
             self.plugins[status.name] = status
             self._register(status)
         self.processor_clashes = {  # what `zoo explain` reports with every attention decision
-            name: "claimed by " + " and ".join(c.plugin for c in claims) + self._used_note(self.processor_decls, name)
-            for name, claims in self.processor_decls.claims.items()
+            name: "claimed by " + " and ".join(c.plugin for c in claims) + self._used_note(self.processors, name)
+            for name, claims in self.processors.claims.items()
             if len(claims) > 1
         }
         if strict_mode():
@@ -223,7 +224,11 @@ class Registry:
         return ": the core's kernel is used" if owner.plugin == CORE else f": the first-party {owner.plugin}'s is used"
 
     def _tables(self) -> tuple[_Table[Any], ...]:
-        return (self.components, self.processor_decls, self.converters, self.tasks, self.folder_formats, self.models)
+        return (self.components, self.processors, self.converters, self.tasks, self.folder_formats, self.models)
+
+    def table(self, field: str) -> _Table[Any]:
+        """The table holding a hook's declarations, by its PluginSpec field (``HOOKS``)."""
+        return getattr(self, field)
 
     def _drop(self, plugin: str) -> None:
         for table in self._tables():
@@ -235,16 +240,11 @@ class Registry:
     def _add(self, status: PluginStatus) -> None:
         spec = status.spec
         assert spec is not None
-        for comp in spec.components:
-            self.components.add(comp.name, comp, spec.name)
-        for proc in spec.processors:
-            self.processor_decls.add(proc.name, proc, spec.name)
-        for conv in spec.converters:
-            self.converters.add(conv.name, conv, spec.name)
-        for task in spec.tasks:
-            self.tasks.add(f"{task.task}:{task.architecture}", task, spec.name)
-        for fmt in spec.folder_formats:
-            self.folder_formats.add(fmt.name, fmt, spec.name)
+        for hook in HOOKS:  # each declaration into its table, by its name
+            if hook.key is not None:
+                table = self.table(hook.field)
+                for decl in getattr(spec, hook.field):
+                    table.add(hook.key(decl), decl, spec.name)
         for path in spec.manifests:
             for manifest_path in _manifest_files(Path(path)):
                 raw = read_raw(manifest_path)
@@ -434,12 +434,12 @@ class Registry:
 
     def processor(self, name: str) -> Any:
         if name not in self._processors:
-            claim = self.processor_decls.get(name)  # a first-party name stays first-party
+            claim = self.processors.get(name)  # a first-party name stays first-party
             if claim is None:
-                close = difflib.get_close_matches(name, self.processor_decls.names(), n=3)
+                close = difflib.get_close_matches(name, self.processors.names(), n=3)
                 raise UnknownNameError(
                     f"no attention processor named {name!r}",
-                    f"available: {', '.join(self.processor_decls.names())}"
+                    f"available: {', '.join(self.processors.names())}"
                     + (f"; did you mean {', '.join(close)}?" if close else ""),
                 )
             self._processors[name] = self.processor_instance(claim.value, claim.plugin)
@@ -472,8 +472,8 @@ class Registry:
         """Processors ``auto`` may choose from, best first; ones that fail to import are left out (and noted)."""
         if not hasattr(self, "_by_priority"):
             usable, self.processor_problems = [], {}
-            for name in self.processor_decls.claims:
-                if not self.processor_decls.resolved(name):
+            for name in self.processors.claims:
+                if not self.processors.resolved(name):
                     self.processor_problems[name] = self.processor_clashes[name]
                     continue
                 try:

@@ -119,7 +119,7 @@ def list_cmd(
         columns = ("name", "plugin", "description")
     else:
         rows = registry.listing(
-            registry.processor_decls, lambda d: {"priority": d.priority, "description": d.description}
+            registry.processors, lambda d: {"priority": d.priority, "description": d.description}
         )
         columns = ("name", "plugin", "priority", "description")
     rows = [r for r in sorted(rows, key=lambda r: r["name"]) if _matches(r["name"], pattern)]

@@ -86,32 +86,21 @@ def _attempt(subject: str, check: str, action: Callable[[], str | None], *, hint
 
 def target_checks(registry: Registry, plugin: str) -> list[Check]:
     """Import every target ``plugin`` declares and check it is what its declaration says; no model is built."""
-    status = registry.plugins[plugin]
-    spec = status.spec
+    from biozoo.plugins.hookspecs import HOOKS
+
+    spec = registry.plugins[plugin].spec
     if spec is None:
         return []
-    checks = [
-        _attempt(f"component {d.name}", "import, kind", lambda d=d: _component(registry, d, plugin), hint=False)
-        for d in spec.components
+    return [
+        _attempt(
+            f"{hook.what} {hook.key(decl) if hook.key else decl}",
+            _TARGET_CHECKS[hook.field][0],
+            lambda decl=decl, run=_TARGET_CHECKS[hook.field][1]: run(registry, decl, plugin),
+            hint=_TARGET_CHECKS[hook.field][2],
+        )
+        for hook in HOOKS
+        for decl in getattr(spec, hook.field)
     ]
-    checks += [
-        _attempt(f"processor {d.name}", "import, contract", lambda d=d: _processor(registry, d, plugin), hint=False)
-        for d in spec.processors
-    ]
-    checks += [
-        _attempt(f"converter {d.name}", "import", lambda d=d: _callable(registry, d.target, plugin), hint=False)
-        for d in spec.converters
-    ]
-    checks += [
-        _attempt(f"task {d.task}:{d.architecture}", "import, contract", lambda d=d: _task(registry, d, plugin))
-        for d in spec.tasks
-    ]
-    checks += [
-        _attempt(f"folder format {d.name}", "import", lambda d=d: _callable(registry, d.target, plugin), hint=False)
-        for d in spec.folder_formats
-    ]
-    checks += [_attempt(f"manifests {p}", "exists", lambda p=p: _manifest_path(Path(p))) for p in spec.manifests]
-    return checks
 
 
 def _component(registry: Registry, decl: ComponentDecl, plugin: str) -> str:
@@ -185,6 +174,17 @@ def _manifest_path(path: Path) -> str:
     if path.is_dir() and not any(path.rglob(MANIFEST_NAME)):
         raise PluginError(f"{path} holds no {MANIFEST_NAME}")
     return ""
+
+
+#: per hook (its PluginSpec field): what ``target_checks`` checks, how, and whether a failure shows its hint
+_TARGET_CHECKS: dict[str, tuple[str, Callable[[Registry, Any, str], str], bool]] = {
+    "components": ("import, kind", _component, False),
+    "processors": ("import, contract", _processor, False),
+    "converters": ("import", lambda registry, decl, plugin: _callable(registry, decl.target, plugin), False),
+    "tasks": ("import, contract", _task, True),
+    "folder_formats": ("import", lambda registry, decl, plugin: _callable(registry, decl.target, plugin), False),
+    "manifests": ("exists", lambda registry, path, plugin: _manifest_path(Path(path)), True),
+}
 
 
 # -- the plugin's models --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import re
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -34,12 +35,7 @@ from biozoo._version import __version__ as CORE_VERSION
 from biozoo.errors import PluginError
 from biozoo.plugins import hookspecs
 from biozoo.plugins.declarations import (
-    ComponentDecl,
-    ConverterDecl,
-    FolderFormatDecl,
     PluginSpec,
-    ProcessorDecl,
-    TaskDecl,
 )
 
 ENTRY_POINT_GROUP = "biozoo.plugins"
@@ -108,40 +104,27 @@ def _env_list(name: str) -> set[str] | None:
 
 
 def _call_hooks(pm: pluggy.PluginManager, plugin: object, name: str) -> PluginSpec:
-    """Call one plugin's hook implementations and collect its declarations."""
-    collected: dict[str, list[Any]] = {}
-    for hook_name in ("components", "attention_processors", "converters", "tasks", "manifests", "folder_formats"):
-        caller = getattr(pm.hook, f"biozoo_{hook_name}")
+    """Call one plugin's hook implementations and collect its declarations (one PluginSpec field per hook)."""
+    from biozoo.plugins.hookspecs import HOOKS
+
+    collected: dict[str, tuple[Any, ...]] = {}
+    for hook in HOOKS:
         values: list[Any] = []
-        for impl in caller.get_hookimpls():
+        for impl in getattr(pm.hook, hook.name).get_hookimpls():
             if impl.plugin is plugin:
                 values.extend(impl.function() or [])
-        collected[hook_name] = values
-    spec = PluginSpec(
-        name=name,
-        components=tuple(collected["components"]),
-        processors=tuple(collected["attention_processors"]),
-        converters=tuple(collected["converters"]),
-        tasks=tuple(collected["tasks"]),
-        manifests=tuple(collected["manifests"]),
-        folder_formats=tuple(collected["folder_formats"]),
-    )
+        for item in values:
+            if not isinstance(item, hook.item) and not (hook.item is Path and isinstance(item, str)):
+                raise PluginError(
+                    f"{hook.name}() returned {type(item).__name__} where a {hook.item.__name__} was expected"
+                )
+        collected[hook.field] = tuple(Path(v) if hook.item is Path else v for v in values)
+    spec = PluginSpec(name=name, **collected)
     _validate_spec(spec)
     return spec
 
 
 def _validate_spec(spec: PluginSpec) -> None:
-    expected = {
-        "components": ComponentDecl,
-        "processors": ProcessorDecl,
-        "converters": ConverterDecl,
-        "tasks": TaskDecl,
-        "folder_formats": FolderFormatDecl,
-    }
-    for attr, cls in expected.items():
-        for item in getattr(spec, attr):
-            if not isinstance(item, cls):
-                raise PluginError(f"hook returned {type(item).__name__} where a {cls.__name__} was expected")
     if spec.components and not NAMESPACE_RE.match(spec.name):
         suggestion = namespace_for(spec.name)
         raise PluginError(

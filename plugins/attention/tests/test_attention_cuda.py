@@ -24,7 +24,7 @@ def _claiming_the_device() -> list[str]:
     reset_registry()
     registry = get_registry()
     kind = torch.device(DEVICE).type
-    return [n for n in registry.processor_decls.names() if kind in registry.processor(n).caps.devices]
+    return [n for n in registry.processors.names() if kind in registry.processor(n).caps.devices]
 
 
 @pytest.fixture(autouse=True)

@@ -45,7 +45,7 @@ def _fresh_registry(monkeypatch: pytest.MonkeyPatch):
 
 def _names() -> list[str]:
     reset_registry()
-    return get_registry().processor_decls.names()
+    return get_registry().processors.names()
 
 
 def _exact_available() -> list[str]:
