@@ -65,3 +65,10 @@ class InvalidArgumentError(BiozooError, ValueError):
 
 class ModelOutputError(BiozooError):
     """A model produced outputs that cannot be right (NaN or infinite values), usually from broken weights."""
+
+
+class BiozooDeprecationWarning(FutureWarning):
+    """A deprecated name was used (a renamed component, processor or model): it still works, for now.
+
+    A ``FutureWarning``, so users see it by default: they are the ones who can update a manifest.
+    """

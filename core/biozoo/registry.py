@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from biozoo.errors import BiozooError, DuplicateNameError, ManifestError, PluginError, UnknownNameError
+from biozoo.errors import (
+    BiozooDeprecationWarning,
+    BiozooError,
+    DuplicateNameError,
+    ManifestError,
+    PluginError,
+    UnknownNameError,
+)
 from biozoo.manifest.io import MANIFEST_NAME, LocatedManifest, read_manifest, read_raw
 from biozoo.plugins.declarations import (
     ComponentDecl,
@@ -90,6 +98,7 @@ class ModelEntry:
 class _Table(Generic[T]):
     what: str
     claims: dict[str, list[Claim[T]]] = field(default_factory=dict)
+    aliases: dict[str, list[Claim[str]]] = field(default_factory=dict)  # former name -> current name
     first_party: set[str] = field(default_factory=lambda: {CORE})  # shared with the registry
 
     def owner(self, name: str) -> Claim[T] | None:
@@ -105,13 +114,40 @@ class _Table(Generic[T]):
     def add(self, name: str, value: T, plugin: str) -> None:
         self.claims.setdefault(name, []).append(Claim(value, plugin))
 
+    def add_alias(self, alias: str, name: str, plugin: str) -> None:
+        """``alias`` (a former name) resolves to ``name``, with a deprecation warning; a real name always wins."""
+        self.aliases.setdefault(alias, []).append(Claim(name, plugin))
+
+    def _via_alias(self, alias: str) -> Claim[T] | None:
+        claims = self.aliases.get(alias)
+        if not claims:
+            return None
+        targets = {(c.value, c.plugin) for c in claims}
+        if len(targets) > 1:
+            ours = [c for c in claims if c.plugin in self.first_party]
+            if len({(c.value, c.plugin) for c in ours}) != 1:
+                raise DuplicateNameError(
+                    f"{self.what} {alias!r} is a former name of "
+                    + " and of ".join(f"{c.value!r} ({c.plugin})" for c in claims),
+                    "use the current name; `zoo plugins` shows which plugins clash",
+                )
+            claims = ours
+        claim = claims[0]
+        warnings.warn(
+            f"{self.what} {alias!r} is now called {claim.value!r} (plugin {claim.plugin}); the old name still works "
+            f"but will go away: use {claim.value!r}",
+            BiozooDeprecationWarning,
+            stacklevel=4,
+        )
+        return self.get(claim.value)
+
     def conflicts(self) -> dict[str, list[str]]:
         return {n: [c.plugin for c in cs] for n, cs in self.claims.items() if len(cs) > 1}
 
     def get(self, name: str) -> Claim[T] | None:
         claims = self.claims.get(name)
         if not claims:
-            return None
+            return self._via_alias(name)
         if len(claims) > 1:
             owner = self.owner(name)
             if owner is not None:  # a first-party name stays first-party
@@ -232,10 +268,11 @@ class Registry:
 
     def _drop(self, plugin: str) -> None:
         for table in self._tables():
-            for name in list(table.claims):
-                table.claims[name] = [c for c in table.claims[name] if c.plugin != plugin]
-                if not table.claims[name]:
-                    del table.claims[name]
+            for claims in (table.claims, table.aliases):
+                for name in list(claims):
+                    claims[name] = [c for c in claims[name] if c.plugin != plugin]  # type: ignore[misc]
+                    if not claims[name]:
+                        del claims[name]
 
     def _add(self, status: PluginStatus) -> None:
         spec = status.spec
@@ -245,6 +282,8 @@ class Registry:
                 table = self.table(hook.field)
                 for decl in getattr(spec, hook.field):
                     table.add(hook.key(decl), decl, spec.name)
+                    for alias in getattr(decl, "aliases", ()):
+                        table.add_alias(alias, hook.key(decl), spec.name)
         for path in spec.manifests:
             for manifest_path in _manifest_files(Path(path)):
                 raw = read_raw(manifest_path)
@@ -253,6 +292,10 @@ class Registry:
                     model_id = f"(invalid)/{manifest_path.parent.name}"
                 owner = _architecture_plugin(raw) if spec.name == CORE else spec.name
                 self.models.add(model_id, ModelEntry(model_id, manifest_path, owner, raw), owner)
+                aliases = raw.get("aliases")
+                for alias in aliases if isinstance(aliases, list) else []:
+                    if isinstance(alias, str):
+                        self.models.add_alias(alias, model_id, owner)
 
     # -- conflicts -------------------------------------------------------------
 
@@ -422,13 +465,13 @@ class Registry:
         decl = self.component_decl(name)
         if expected is not None and decl.kind != expected:
             raise PluginError(f"component {name!r} is a {decl.kind.value}, not a {expected.value}")
-        if name not in self._classes:
-            claim = self.components.get(name)
+        if decl.name not in self._classes:  # an alias resolved to decl.name: warned once, in component_decl
+            claim = self.components.get(decl.name)
             assert claim is not None  # component_decl found it
             cls = self.import_target(decl.target, claim.plugin)
             check_kind(decl, cls)
-            self._classes[name] = cls
-        return self._classes[name]
+            self._classes[decl.name] = cls
+        return self._classes[decl.name]
 
     # -- attention processors -------------------------------------------------
 

@@ -1038,6 +1038,24 @@ def _fail(message: str, hint: str | None, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def _show_deprecations() -> None:
+    """A deprecated name (a renamed model or component) is a ``warning:`` line on stderr, not a Python warning
+    with a file and line number; other warnings are shown as Python shows them."""
+    import warnings
+
+    from biozoo.errors import BiozooDeprecationWarning
+
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, BiozooDeprecationWarning):
+            err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point: run the app; every expected failure is an ``error:``/``hint:`` pair and a non-zero exit.
 
@@ -1046,6 +1064,7 @@ def main(args: list[str] | None = None) -> None:
     """
     click = _click_exceptions()
     command = typer.main.get_command(app)
+    _show_deprecations()
     try:
         code = command.main(args=args, prog_name="zoo", standalone_mode=False)
     except BiozooError as exc:

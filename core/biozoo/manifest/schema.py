@@ -166,6 +166,10 @@ class Manifest(_Strict):
 
     format_version: Literal[1] = FORMAT_VERSION
     id: str = Field(description="'namespace/name', e.g. 'scgpt/cls'")
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="former ids of this model: they still load it, with a deprecation warning naming this id",
+    )
     description: str = ""
     architecture: ComponentRef
     components: dict[str, ComponentRef] = Field(default_factory=dict, description="slot -> component")
@@ -191,6 +195,14 @@ class Manifest(_Strict):
     def _id(cls, value: str) -> str:
         if not MODEL_ID_RE.match(value):
             raise ValueError(f"{value!r} is not a model id of the form 'namespace/name' (lower-case)")
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            if not MODEL_ID_RE.match(alias):
+                raise ValueError(f"alias {alias!r} is not a model id of the form 'namespace/name' (lower-case)")
         return value
 
     @field_validator("tie")

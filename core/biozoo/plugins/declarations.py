@@ -54,6 +54,15 @@ def _check_target(target: str, what: str) -> None:
         )
 
 
+def _aliases(aliases: Any, name: str, what: str) -> tuple[str, ...]:
+    """Aliases as a tuple of strings, none equal to the name itself."""
+    if isinstance(aliases, str) or not isinstance(aliases, list | tuple):
+        raise PluginError(f"{what} {name!r}: aliases must be a list of former names, got {aliases!r}")
+    if name in aliases:
+        raise PluginError(f"{what} {name!r} lists itself among its aliases")
+    return tuple(aliases)
+
+
 @dataclass(frozen=True)
 class ComponentDecl:
     """A component class (encoder, head, ...) a plugin provides, imported lazily."""
@@ -62,11 +71,16 @@ class ComponentDecl:
     kind: ComponentKind
     target: str
     description: str = ""
+    #: former names that still resolve, with a deprecation warning (rename without breaking published manifests)
+    aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_name(self.name, "component")
         _check_target(self.target, f"component {self.name!r}")
         object.__setattr__(self, "kind", ComponentKind(self.kind))
+        object.__setattr__(self, "aliases", _aliases(self.aliases, self.name, "component"))
+        for alias in self.aliases:
+            _check_name(alias, f"component {self.name!r}: alias")
 
 
 @dataclass(frozen=True)
@@ -86,10 +100,13 @@ class ProcessorDecl:
     description: str = ""
     priority: int = 0
     auto: bool = False
+    aliases: tuple[str, ...] = ()  #: former names that still resolve, with a deprecation warning
 
     def __post_init__(self) -> None:
-        if not re.match(r"^[a-z][a-z0-9_\-]*$", self.name):
-            raise PluginError(f"processor name {self.name!r} must be lower-case letters, digits, '_' or '-'")
+        for name in (self.name, *_aliases(self.aliases, self.name, "processor")):
+            if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_\-]*$", name):
+                raise PluginError(f"processor name {name!r} must be lower-case letters, digits, '_' or '-'")
+        object.__setattr__(self, "aliases", _aliases(self.aliases, self.name, "processor"))
         _check_target(self.target, f"processor {self.name!r}")
 
 

@@ -134,11 +134,12 @@ def _validate_spec(spec: PluginSpec) -> None:
             f"and name its components '{suggestion}.NAME'",
         )
     for comp in spec.components:
-        if not comp.name.startswith(spec.name + "."):
-            raise PluginError(
-                f"component {comp.name!r} is outside the plugin's namespace {spec.name!r}",
-                f"rename it to '{spec.name}.{comp.name.split('.', 1)[-1]}'",
-            )
+        for name in (comp.name, *comp.aliases):
+            if not name.startswith(spec.name + "."):
+                raise PluginError(
+                    f"component {name!r} is outside the plugin's namespace {spec.name!r}",
+                    f"rename it to '{spec.name}.{name.split('.', 1)[-1]}'",
+                )
 
 
 NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]*$")  # the part of a component name before the dot
