@@ -38,6 +38,8 @@ def test_publish_then_load_gives_identical_outputs(hub, tmp_path: Path) -> None:
     assert {"manifest.yaml", "model.safetensors", "README.md"} <= files
     card = hub.server.read_file("lab/tiny-roundtrip", "README.md", commit).decode()
     assert "library_name: biozoo" in card and "license: mit" in card and "# test/tiny" in card
+    assert "zoo load hf://lab/tiny-roundtrip@COMMIT" in card and "ORG/NAME" not in card
+
 
     local = biozoo.load(folder)
     remote = biozoo.load(f"hf://lab/tiny-roundtrip@{commit}")
@@ -177,3 +179,22 @@ def test_cli_publish_load_and_cache(hub, tmp_path: Path) -> None:
     assert all(r["repo"] != "lab/tiny-cli" for r in yaml.safe_load(_cli("cache", "ls", "--json").stdout))
     missing = _cli("cache", "rm", "lab/tiny-cli")
     assert missing.returncode == 1 and "not in the cache" in missing.stderr
+
+
+def test_a_model_card_installs_distributions_by_their_metadata_names(fake_plugins) -> None:
+    """A plugin whose namespace (gene_mini) and distribution (biozoo-gene-mini) differ is installed by the latter."""
+    from biozoo.hub import model_card
+    from biozoo.manifest.schema import Manifest
+
+    fake_plugins.add("gene_mini", "", dist="biozoo-gene-mini")
+    manifest = Manifest.model_validate(
+        {
+            "id": "gene-mini/tiny",
+            "architecture": {"name": "gene_mini.bert"},
+            "components": {"x": {"name": "gone.x"}},
+            "conversion": {"converter": "gene_mini"},
+        }
+    )
+    card = model_card(manifest, "lab/gene")
+    assert "pip install biozoo biozoo-gene-mini   # and the package of plugin(s) gone" in card
+    assert "biozoo-gene_mini" not in card

@@ -442,10 +442,25 @@ def files_to_publish(located: LocatedManifest) -> list[str]:
     return named_files(manifest)
 
 
-def model_card(manifest: Manifest) -> str:
-    """A Hub model card: YAML metadata the Hub indexes, then a human summary."""
+def install_line(manifest: Manifest) -> str:
+    """``pip install biozoo DIST...`` for the plugins a model needs, with distribution names read from the
+    installed plugins' metadata (``biozoo-geneformer-mini``), never guessed from a plugin's namespace."""
+    from biozoo.registry import get_registry
+
+    registry = get_registry()
+    dists, unknown = [], []
+    for plugin in sorted(manifest.plugins - {"core"}):
+        status = registry.plugin_status(plugin)
+        (dists if status is not None else unknown).append(status.distribution if status is not None else plugin)
+    line = " ".join(["pip install biozoo", *sorted(set(dists))])
+    return line + (f"   # and the package of plugin(s) {', '.join(unknown)}" if unknown else "")
+
+
+def model_card(manifest: Manifest, repo_id: str | None = None) -> str:
+    """A Hub model card: YAML metadata the Hub indexes, then a human summary; ``repo_id`` fills its commands."""
     import yaml
 
+    repo = repo_id or "ORG/NAME"
     meta = {
         "library_name": "biozoo",
         "license": _hub_license(manifest.license),
@@ -463,10 +478,13 @@ def model_card(manifest: Manifest) -> str:
         "## Use",
         "",
         "```bash",
-        "pip install biozoo " + " ".join(f"biozoo-{p}" for p in sorted(manifest.plugins) if p != "core"),
-        "zoo load hf://ORG/NAME@COMMIT   # this repository",
-        "zoo verify hf://ORG/NAME@COMMIT # re-run the stored test vectors",
+        install_line(manifest),
+        f"zoo load hf://{repo}@COMMIT",
+        f"zoo verify hf://{repo}@COMMIT   # re-run the stored test vectors",
         "```",
+        "",
+        "COMMIT is the id of the commit you use (the Hub lists them under *Files and versions*): a pinned",
+        "commit is checked on every load and never changes under you.",
         "",
         "## Model",
         "",
@@ -505,7 +523,8 @@ def publish(
         verify_file(located.file(prefix + item.path), WeightFile(path=item.path, sha256=item.sha256, size=item.size))
     ops = [CommitOperationAdd(path_in_repo=MANIFEST_NAME, path_or_fileobj=str(located.path))]
     ops += [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(located.file(n))) for n in names]
-    ops.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=model_card(located.manifest).encode()))
+    card = model_card(located.manifest, repo_id).encode()
+    ops.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card))
     ref = HubRef(repo_id, revision)
     api = HfApi()
     with _translate(ref, "the upload"):
