@@ -133,7 +133,7 @@ def test_contracts_are_read_from_the_protocols() -> None:
     contract = contract_of("embed", EmbedTask)
     assert contract.positional == ("model", "input_path", "output_path")
     assert contract.keywords == ("batch_size", "var_column", "layer", "seed")
-    assert contract.optional == ("devices",)
+    assert contract.optional == ("key", "devices")
     assert contract.result_keys == ("cells", "dims", "key", "steps")
     assert set(CONTRACTS) == {"embed", "annotate", "finetune", "generate", "sample", "score"}
 
@@ -152,3 +152,26 @@ def test_the_cores_embed_task_follows_the_embed_contract_and_takes_devices() -> 
     task = embed_task(lambda model: None)
     check_task("embed", task, "biozoo.singlecell.pipeline.embed_task")
     assert CONTRACTS["embed"].accepts(task, "devices")
+
+
+def test_key_is_passed_only_when_given_and_refused_by_a_task_without_it(
+    fake_plugins: FakePlugins, tmp_path: Path
+) -> None:
+    record = _install(fake_plugins, tmp_path, "batch_size, var_column, layer, seed, key=None")
+    result, _ = _embed(fake_plugins, tmp_path, "--key", "X_mine", "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert "key" in json.loads(record.read_text())
+    plain = _install_again(fake_plugins, tmp_path, "batch_size, var_column, layer, seed")
+    result, _ = _embed(fake_plugins, tmp_path, "--key", "X_mine", "--overwrite")
+    assert result.returncode == 1 and "cannot choose its key" in result.stderr and "leave out --key" in result.stderr
+    assert not plain.exists()
+
+
+def _install_again(fake_plugins: FakePlugins, tmp_path: Path, params: str) -> Path:
+    """Replace the installed fake task's code (the plugin stays registered)."""
+    record = tmp_path / "kwargs-again.json"
+    names = ", ".join(f"{p.strip()}={p.strip()}" for p in params.split(","))
+    (fake_plugins.root / "fake_tasks_impl.py").write_text(
+        TASK.format(params=params, names=names, record=str(record), result=GOOD_RESULT)
+    )
+    return record

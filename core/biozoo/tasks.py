@@ -95,6 +95,7 @@ class EmbedTask(Protocol):
         var_column: str | None,
         layer: str | None,
         seed: int,
+        key: str | None = None,
         devices: list[Any] | None = None,
     ) -> EmbedResult: ...
 

@@ -489,7 +489,7 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace the output
 def embed_cmd(
     model: Model,
     source: Input,
-    output: Annotated[Path, typer.Option("--output", "-o", help="new .h5ad with obsm['X_<model>']")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="new .h5ad with the embeddings in obsm")],
     var_column: VarColumn = None,
     layer: Layer = None,
     batch_size: BatchSize = None,
@@ -499,6 +499,10 @@ def embed_cmd(
     autocast: Autocast = False,
     processor: Processor = None,
     overwrite: Overwrite = False,
+    key: Annotated[
+        str | None,
+        typer.Option(help="the obsm key to write (default: the plugin's, e.g. X_scGPT, X_autoregressive)"),
+    ] = None,
     devices: Annotated[
         str | None,
         typer.Option(help="split the cells over several devices, e.g. cuda:0,cuda:1, or all (every visible GPU)"),
@@ -506,6 +510,10 @@ def embed_cmd(
 ) -> None:
     """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed, precision) in uns."""
     options: dict[str, Any] = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed}
+    if key is not None:
+        if not key.strip() or "/" in key:
+            raise BiozooError(f"--key {key!r} is not usable as an obsm key", "e.g. --key X_scGPT_human")
+        options["key"] = key
     if devices is not None:
         device, options["devices"] = _split_devices(device, devices)
     result = _cells_task("embed", model, source, output, overwrite, device, processor, options, dtype, autocast)
@@ -553,6 +561,8 @@ def _cells_task(
                 f"the {task} task of {loaded.zoo.manifest.id} cannot split cells over devices",
                 "use --device with one device",
             )
+        if "key" in options and not CONTRACTS[task].accepts(run, "key"):
+            raise BiozooError(f"the {task} task of {loaded.zoo.manifest.id} cannot choose its key", "leave out --key")
         with amp:
             return run(loaded, source, stage, **options)
 

@@ -54,7 +54,8 @@ class CellPipeline(ABC):
 
     Subclasses read what they need from the model in ``__init__`` (call ``super().__init__(model)``)
     and implement :meth:`prepare`, :meth:`batches` and :meth:`embed`; ``embedding_key`` is the default
-    ``obsm`` key of ``zoo embed``.
+    ``obsm`` key of ``zoo embed``: by convention ``X_<plugin namespace>`` (``X_autoregressive``,
+    ``X_geneformer_mini``); scGPT keeps ``X_scGPT``, the key its own tutorials use. ``--key`` overrides it.
     """
 
     embedding_key: ClassVar[str]

@@ -81,6 +81,12 @@ def test_zoo_embed_writes_provenance(tmp_path: Path) -> None:
     result = ad.read_h5ad(out)
     assert result.obsm["X_autoregressive"].shape == (result.n_obs, 128)
     assert "biozoo-autoregressive" in result.uns["biozoo"]["X_autoregressive"]["plugin"]
+    again = tmp_path / "keyed.h5ad"
+    proc = zoo("embed", MODEL, str(CELLS), "-o", str(again), "--key", "X_pbmc_small")
+    assert proc.returncode == 0, proc.stderr
+    keyed = ad.read_h5ad(again)
+    assert set(keyed.obsm) == {"X_pbmc_small"} and set(keyed.uns["biozoo"]) == {"X_pbmc_small"}
+    assert (keyed.obsm["X_pbmc_small"] == result.obsm["X_autoregressive"]).all()
 
 
 def test_bad_requests_are_named_and_leave_no_output(tmp_path: Path, model) -> None:
