@@ -275,13 +275,27 @@ def _check_plugins(name: str | None, as_json: bool) -> None:
 
 @app.command("info")
 def info_cmd(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="registry id, model folder, or hf://ORG/NAME@REV")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL", help="registry id, model folder, or hf://ORG/NAME@REV; or a component, e.g. core.mlm_head"
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Show a model's manifest and whether it can be loaded here."""
+    """Show a model's manifest and whether it can be loaded here, or a component's config, slots and parameters."""
     from biozoo import api
 
-    data = api.info(model)
+    if _is_component(model):
+        _component_info(model, as_json)
+        return
+    try:
+        data = api.info(model)
+    except BiozooError as exc:
+        close = _close_components(model)
+        if close:  # a misspelt component name reads like a model path
+            raise BiozooError(f"no model or component named {model!r}", f"did you mean {', '.join(close)}?") from None
+        raise exc from None
     if as_json:
         _print_json(data)
         return
@@ -295,6 +309,56 @@ def info_cmd(
     out.file.flush()
     # YAML wraps its own long strings; re-wrapping them at the terminal width would break the document
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True, width=min(out.width, 100)))
+
+
+def _is_component(name: str) -> bool:
+    """A registered component's name (or former name), and not a folder of that name."""
+    from biozoo.registry import get_registry
+
+    if "/" in name or Path(name).exists():
+        return False
+    table = get_registry().components
+    return name in table.claims or name in table.aliases
+
+
+def _close_components(name: str) -> list[str]:
+    import difflib
+
+    from biozoo.registry import get_registry
+
+    if "/" in name or "." not in name:
+        return []
+    return difflib.get_close_matches(name, get_registry().components.names(), n=3)
+
+
+def _component_info(name: str, as_json: bool) -> None:
+    """``zoo info COMPONENT``: what a plugin author needs to configure it and to map a checkpoint's keys to it."""
+    from biozoo.components.describe import component_info
+
+    data = component_info(name)
+    if as_json:
+        _print_json(data)
+        return
+    out.print(f"[bold]{escape(data['name'])}[/]  ({data['kind']}, {escape(data['distribution'])})", soft_wrap=True)
+    for label in ("target", "description", "doc"):
+        if data[label]:
+            out.print(f"{label}: {escape(str(data[label]))}", soft_wrap=True)
+    if data["aliases"]:
+        out.print(f"former names: {escape(', '.join(data['aliases']))}", soft_wrap=True)
+    out.print("config:")
+    _print_rows(("argument", "type", "default"), [(c["name"], c["type"], c["default"]) for c in data["config"]])
+    if data["slots"]:
+        out.print("slots:")
+        _print_rows(
+            ("slot", "kind", "required"), [(n, s["kind"], _yes(s["required"])) for n, s in data["slots"].items()]
+        )
+    example = data["example"]
+    if example is None:
+        out.print("parameters: no installed model uses it, so its parameter names depend on the config")
+        return
+    where = f" (slot {example['slot']})" if example["slot"] else ""
+    out.print(f"parameters in {example['model']}{where}: {example['count']}")
+    _print_rows(("name", "shape"), [(k, "x".join(map(str, v)) or "scalar") for k, v in example["parameters"].items()])
 
 
 @app.command("load")
