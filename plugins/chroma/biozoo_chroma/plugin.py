@@ -31,6 +31,12 @@ def biozoo_components() -> list[ComponentDecl]:
             "biozoo_chroma.backbone.model:ChromaBackbone",
             "Chroma's backbone diffusion model (config: the reference's init_kwargs): denoise(X, C, t), sample()",
         ),
+        ComponentDecl(
+            "chroma.chi_head",
+            ComponentKind.HEAD,
+            "biozoo_chroma.sidechains.head:NodePredictorChi",
+            "chi decoder head: node embeddings + sequence -> binned chi log-likelihoods; chi sampling at a temperature",
+        ),
     ]
 
 

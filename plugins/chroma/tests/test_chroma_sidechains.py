@@ -164,6 +164,26 @@ def test_head_state_dict_maps_from_the_reference() -> None:
         convert_sidechain_state_dict(bad)
 
 
+def test_chi_head_is_a_registered_component_with_typed_ports() -> None:
+    """``chroma.chi_head`` builds from config and consumes the graph network's node embeddings, sizes included."""
+    from biozoo.assembly import build_component
+    from biozoo.manifest.schema import ComponentRef
+    from biozoo.plugins.declarations import ComponentKind
+    from biozoo.registry import get_registry
+    from biozoo_chroma.graph import GraphNN
+
+    registry = get_registry()
+    assert registry.component_class("chroma.chi_head", ComponentKind.HEAD) is NodePredictorChi
+    config = {"num_alphabet": 20, "num_chi_bins": 36, "dim_nodes": 24, "dim_hidden": 16}
+    head = build_component(
+        registry, ComponentRef(name="chroma.chi_head", config=config), ComponentKind.HEAD, "components.chi_head"
+    )
+    produced = {p.meaning: p for p in GraphNN(num_layers=1, dim_nodes=24, dim_edges=8).ports().outputs}
+    node_h = next(p for p in head.ports().inputs if p.name == "node_h")
+    assert produced[node_h.meaning].shape == node_h.shape
+    assert head.ports().outputs[1].shape == ("B", "L", 4, 36)
+
+
 def test_round_trip_chi_to_coordinates_to_chi() -> None:
     """Random chi on real backbones, every residue type: chi -> X -> chi gives the chi back (mod 2 pi)."""
     g = golden()

@@ -16,12 +16,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from biozoo.components.base import Component
+from biozoo.components.ports import Port, Ports
 from biozoo.errors import InvalidArgumentError
 from biozoo.nn.checks import check_int, check_positive, check_probability
+from biozoo.plugins.declarations import ComponentKind
+from biozoo_chroma.graph.feature_graph import NODE_H, NODE_MASK
 from biozoo_chroma.graph.geometry import compute_dtype
 from biozoo_chroma.graph.gnn import MLP
 from biozoo_chroma.sidechains.chi import bin_edges, chi_onehot, sample_in_bins
 from biozoo_chroma.sidechains.tables import NUM_CHI
+
+SEQUENCE = "protein-sequence"  # the meaning the design network's S port has
+CHI, CHI_MASK = "protein-chi-angles", "protein-chi-mask"
+CHI_LOGP, CHI_LOG_PROBS = "chi-log-likelihood", "chi-bin-log-probabilities"
 
 
 class NodeChiRBF(nn.Module):
@@ -51,7 +59,7 @@ class NodeChiRBF(nn.Module):
         return self.embed(self.features(chi, mask_chi).to(self.embed.weight.dtype))
 
 
-class NodePredictorChi(nn.Module):
+class NodePredictorChi(Component):
     """Binned, autoregressive-over-chi likelihood of chi angles at each node, and sampling from it.
 
     ``forward(S, chi, mask_chi, node_h, mask_i) -> (logp_chi [B, L, 4], log_probs_chi [B, L, 4, num_chi_bins])``;
@@ -59,6 +67,8 @@ class NodePredictorChi(nn.Module):
     draws chi ``[B, L, 4]``. Parameter names are the reference's (``W_S``, ``chi_embedding.{0,1,2}.embed``,
     ``chi_mlp.{0..3}.layers.*``); the bin edges are a non-persistent buffer.
     """
+
+    kind = ComponentKind.HEAD
 
     def __init__(
         self,
@@ -75,10 +85,26 @@ class NodePredictorChi(nn.Module):
         self.loss_eps = check_positive("loss_eps", loss_eps)
         self.label_smoothing = check_probability("label_smoothing", label_smoothing)
         self.register_buffer("edges", bin_edges(self.num_chi_bins), persistent=False)
+        self.dim_nodes = check_int("dim_nodes", dim_nodes)
         self.W_S = nn.Embedding(self.num_alphabet, dim_nodes)
         self.chi_embedding = nn.ModuleList(NodeChiRBF(dim_nodes, t, self.num_chi_bins) for t in (1, 2, 3))
         self.chi_mlp = nn.ModuleList(
             MLP(dim_nodes, dim_hidden, self.num_chi_bins, num_layers_hidden=2) for _ in range(NUM_CHI)
+        )
+
+    def ports(self) -> Ports:
+        return Ports(
+            inputs=(
+                Port("S", SEQUENCE, ("B", "L"), "residue types, indices into ACDEFGHIKLMNPQRSTVWY"),
+                Port("chi", CHI, ("B", "L", NUM_CHI), "true chi angles (radians) whose likelihood is wanted"),
+                Port("mask_chi", CHI_MASK, ("B", "L", NUM_CHI), "which chi angles each residue has"),
+                Port("node_h", NODE_H, ("B", "L", self.dim_nodes)),
+                Port("mask_i", NODE_MASK, ("B", "L")),
+            ),
+            outputs=(
+                Port("logp_chi", CHI_LOGP, ("B", "L", NUM_CHI)),
+                Port("log_probs_chi", CHI_LOG_PROBS, ("B", "L", NUM_CHI, self.num_chi_bins)),
+            ),
         )
 
     def log_probs_t(
