@@ -288,7 +288,7 @@ def test_bf16() -> None:
 @pytest.mark.parametrize("path", TS50 + COMPLEXES, ids=lambda p: p.name.split(".")[0])
 def test_real_structures_chi_and_rebuild(path: Path, tmp_path: Path) -> None:
     """Every TS50 chain, 4E43, 3PWP, 1BD2: chi from the file; rebuilding from them gives the chi back and
-    side chains near the native ones (measured: median 0.12-0.20 A, RMSD 0.21-0.51 A per structure); the rebuilt
+    side chains near the native ones (measured: median 0.13-0.21 A, RMSD 0.20-0.51 A per structure); the rebuilt
     all-atom structure is written and read back unchanged."""
     protein = Protein(path)
     missing = missing_side_chains(protein)
