@@ -37,6 +37,13 @@ def biozoo_components() -> list[ComponentDecl]:
             "biozoo_chroma.sidechains.head:NodePredictorChi",
             "chi decoder head: node embeddings + sequence -> binned chi log-likelihoods; chi sampling at a temperature",
         ),
+        ComponentDecl(
+            "chroma.design",
+            ComponentKind.ARCHITECTURE,
+            "biozoo_chroma.design.network:ChromaDesign",
+            "Chroma's design network (config: the reference's init_kwargs): Potts h/J, marginals, AR logp_S; "
+            "design_potts()",
+        ),
     ]
 
 
