@@ -476,3 +476,16 @@ def test_varlen_packed_path_packs_and_unpacks_exactly(query_rows: str, heads: in
         want = want * query_keep[:, None, :, None]
     assert got.shape == want.shape
     assert float((got.double() - want).abs().max()) < 1e-5
+
+
+def test_a_stand_in_module_without_a_spec_reads_as_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some code (scgpt's reference tests) puts a bare flash_attn stand-in in sys.modules; find_spec then raises
+    ValueError, which broke every caller of available() (e.g. the conformance suite of a third-party kernel)."""
+    from biozoo_attention.kernels.flash import FlashProcessor
+    from biozoo_attention.kernels.xformers import XformersProcessor
+
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
+    monkeypatch.setitem(sys.modules, "xformers", types.ModuleType("xformers"))
+    for kernel in (FlashProcessor(), XformersProcessor()):
+        usable, why = kernel.available()
+        assert not usable and "not installed" in why

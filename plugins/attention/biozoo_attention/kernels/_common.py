@@ -11,6 +11,17 @@ from biozoo.attention.contract import AttentionCall, ProcessorCaps, unsupported
 HALF = (torch.float16, torch.bfloat16)
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it. A module already in ``sys.modules`` without a
+    spec (a stand-in some code put there) makes ``find_spec`` raise instead of answering: it is not installed."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def scale_of(call: AttentionCall, head_dim: int) -> float:
     """The score scale the call asks for (``1/sqrt(D)`` unless given)."""
     return call.scale if call.scale is not None else 1.0 / math.sqrt(head_dim)

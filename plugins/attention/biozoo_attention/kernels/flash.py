@@ -21,13 +21,12 @@ Priority is below ``sdpa`` on purpose: this code cannot be verified here, so
 
 from __future__ import annotations
 
-import importlib.util
 from importlib import metadata
 
 import torch
 
 from biozoo.attention.contract import AttentionCall, AttentionResult, ProcessorCaps
-from biozoo_attention.kernels._common import refuse_unsupported
+from biozoo_attention.kernels._common import installed, refuse_unsupported
 
 MIN_VERSION = (2, 1)  # bottom-right causal alignment
 
@@ -50,7 +49,7 @@ class FlashProcessor:
     )
 
     def available(self) -> tuple[bool, str]:
-        if importlib.util.find_spec("flash_attn") is None:
+        if not installed("flash_attn"):
             return False, "flash-attn is not installed (pip install flash-attn>=2.1; needs a CUDA GPU and toolkit)"
         try:
             version = tuple(int(p) for p in metadata.version("flash-attn").split(".")[:2])

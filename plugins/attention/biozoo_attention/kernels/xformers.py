@@ -15,13 +15,11 @@ zeroed explicitly. Priority is below ``sdpa`` until verified on a GPU.
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
 from biozoo.attention.contract import AttentionCall, AttentionResult, ProcessorCaps
 from biozoo.attention.processors import causal_keep, expand_kv_heads, split_mask
-from biozoo_attention.kernels._common import refuse_unsupported
+from biozoo_attention.kernels._common import installed, refuse_unsupported
 
 
 class XformersProcessor:
@@ -42,7 +40,7 @@ class XformersProcessor:
     )
 
     def available(self) -> tuple[bool, str]:
-        if importlib.util.find_spec("xformers") is None:
+        if not installed("xformers"):
             return False, "xformers is not installed (pip install xformers; needs a CUDA GPU)"
         if not torch.cuda.is_available():
             return False, "xformers' memory-efficient attention needs a CUDA GPU; this torch sees none"
