@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from test_chroma_sidechains import TS50, needs_data  # the TS50 chains, found as that file finds them
 
 from biozoo.errors import BiozooError, InvalidArgumentError
 from biozoo.nn.checks import ConfigError
@@ -36,11 +37,6 @@ TOL = 1e-5
 CASES = ("real", "flip", "ts50", "random")
 #: bf16 vs fp32 on the same bf16-rounded inputs (measured worst: see main(); docs/chroma.md has the numbers)
 BF16_RMSD_REL, BF16_SMOOTH_REL = 0.01, 0.01
-
-try:  # the TS50 chains, as test_chroma_sidechains.py finds them
-    from test_chroma_sidechains import TS50, needs_data
-except ImportError:  # pragma: no cover - run from another directory
-    TS50, needs_data = [], pytest.mark.skip(reason="test_chroma_sidechains not importable")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*elements were guessed:UserWarning")
 
