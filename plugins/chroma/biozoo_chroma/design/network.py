@@ -6,11 +6,11 @@ noise level embedded into the nodes; heads then read the embeddings:
 * the Potts head: fields and couplings of a sequence energy, ``U(S)``, for MCMC design (:meth:`potts`,
   :meth:`design_potts`);
 * the marginals head: independent per-residue log-probabilities;
-* the autoregressive decoder: ``log p(S_i | S_<i, X)`` in a decoding order.
-
-The side-chain stage (the reference's ``embed_S``, ``encoder_S_gnn`` and ``decoder_chi``: re-encode with the
-sequence, then decode chi angles) is a separate module that consumes :class:`DesignEncoding` and a sequence; it is
-not part of this class, and its checkpoint keys are set apart by :mod:`biozoo_chroma.design.keys`.
+* the autoregressive decoder: ``log p(S_i | S_<i, X)`` in a decoding order;
+* the side-chain stage (two-stage packing, the reference's ``separate_packing``): the encoding is re-processed
+  with the sequence (``embed_S``, ``encoder_S_gnn``: :meth:`encode_sequence`), then the chi decoder
+  (:class:`~biozoo_chroma.design.packing.ChiDecoder`) gives ``log p(chi_i | chi_<i, S, X)`` in a decoding order;
+  :meth:`pack` samples chi residue by residue and builds the side chains.
 
 The constructor takes the reference's ``init_kwargs`` by name, so a checkpoint's saved kwargs are the config as they
 are; module names mirror the reference's, so its keys map mechanically.
@@ -33,6 +33,7 @@ from biozoo_chroma.constants import AA20
 from biozoo_chroma.design.complexity import lcp_penalty
 from biozoo_chroma.design.decoder import SequenceDecoder
 from biozoo_chroma.design.heads import PottsHead, SequenceHead
+from biozoo_chroma.design.packing import CHI_EMBEDDINGS, ChiDecoder
 from biozoo_chroma.design.potts import (
     PROPOSALS,
     check_symmetry_order,
@@ -46,6 +47,13 @@ from biozoo_chroma.diffusion import NoiseSchedule, as_time, check_backbone
 from biozoo_chroma.graph.encoder import GraphEncoder
 from biozoo_chroma.graph.feature_graph import BACKBONE, CHAIN_MAP
 from biozoo_chroma.graph.features import FourierFeaturization
+from biozoo_chroma.graph.geometry import compute_dtype
+from biozoo_chroma.graph.gnn import GraphNN
+from biozoo_chroma.graph.keys import split_encoder_kwargs
+from biozoo_chroma.sidechains.builder import SideChainBuilder
+from biozoo_chroma.sidechains.chi import chi_angles
+from biozoo_chroma.sidechains.inputs import SideChainError
+from biozoo_chroma.sidechains.tables import NUM_CHI, atom_mask, chi_mask
 
 SEQUENCE = "protein-sequence"
 PERMUTATION = "decoding-order"
@@ -59,6 +67,21 @@ class DesignEncoding(NamedTuple):
     edge_idx: torch.Tensor  # [B, L, K]
     mask_i: torch.Tensor  # [B, L]
     mask_ij: torch.Tensor  # [B, L, K]
+
+
+def own_chi(X: torch.Tensor, C: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A structure's chi angles in at least float32: chi rounded to bf16 can cross a bin edge, or pass +pi."""
+    return chi_angles(X.to(compute_dtype(X.dtype)), C, S)
+
+
+class PackResult(NamedTuple):
+    """What :meth:`ChromaDesign.pack` returns."""
+
+    X: torch.Tensor  # [B, L, 14, 3] all-atom, side chains built from chi
+    chi: torch.Tensor  # [B, L, 4] radians (0 where a residue has no such chi)
+    logp_chi: torch.Tensor  # [B, L, 4] log-likelihood of each chi under the decoder
+    mask_chi: torch.Tensor  # [B, L, 4] which chi angles each residue has
+    permute_idx: torch.Tensor  # [B, L] the decoding order used
 
 
 class NoiseTimeEmbedding(nn.Module):
@@ -121,8 +144,8 @@ class ChromaDesign(Architecture):
         checkpoint_gradients: bool = False,
         kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        """The reference's ``GraphDesign`` arguments. Options of the side-chain stage (``sidechain_embedding``,
-        ``num_chi_bins``), of training (``noise_covariance_model``, ``noise_complex_scaling``,
+        """The reference's ``GraphDesign`` arguments. ``sidechain_embedding`` and ``num_chi_bins`` configure the
+        side-chain stage. Options of training (``noise_covariance_model``, ``noise_complex_scaling``,
         ``noise_beta_range``) and unused ones (``graph_attentional*``, ``potts_num_factors`` for ``factor``) are
         accepted so any saved init_kwargs load; ``kwargs`` is the reference's saved catch-all."""
         super().__init__()
@@ -154,6 +177,18 @@ class ChromaDesign(Architecture):
         self.predict_S_autoregressive = bool(sidechains)
         if self.predict_S_autoregressive:
             self.decoder = SequenceDecoder(gnn_kwargs, num_alphabet, decoder_num_hidden, label_smoothing)
+        self.packing = bool(separate_packing)
+        if self.packing:
+            if sidechain_embedding not in CHI_EMBEDDINGS:
+                raise ConfigError(
+                    "sidechain_embedding",
+                    f"the chi decoder embeds decoded chi angles with {' or '.join(map(repr, CHI_EMBEDDINGS))}; "
+                    f"{sidechain_embedding!r} is not implemented",
+                )
+            self.embed_S = nn.Embedding(num_alphabet, dim_nodes)
+            self.encoder_S_gnn = GraphNN(**split_encoder_kwargs(gnn_kwargs)[1])
+            self.decoder_chi = ChiDecoder(gnn_kwargs, num_alphabet, num_chi_bins, decoder_num_hidden, label_smoothing)
+            self.chi_to_X = SideChainBuilder()  # tables only (non-persistent buffers)
         self.predict_S_marginals, self.predict_S_potts = bool(predict_S_marginals), bool(predict_S_potts)
         if self.predict_S_marginals:
             self.decoder_S_marginals = SequenceHead(num_alphabet, dim_nodes, decoder_num_hidden, label_smoothing)
@@ -219,7 +254,9 @@ class ChromaDesign(Architecture):
 
         ``logp_S_potts`` (composite likelihood of the Potts head) and ``logp_S_marginals`` always when present;
         ``logp_S`` (autoregressive, teacher-forced) needs a decoding order ``permute_idx``, e.g.
-        ``torch.arange(L).expand(B, L)``. Also returned: ``h``, ``J``, ``mask_i``.
+        ``torch.arange(L).expand(B, L)``. Also returned: ``h``, ``J``, ``mask_i``. With an all-atom ``X
+        [B, L, 14, 3]``, an order and the side-chain stage, also ``logp_chi [B, L, 4]`` (teacher-forced, of the
+        structure's own chi angles), ``chi`` and ``mask_chi``.
         """
         enc = self.encode(X, C, t)
         out: dict[str, torch.Tensor] = {"mask_i": enc.mask_i}
@@ -230,7 +267,134 @@ class ChromaDesign(Architecture):
             out["logp_S_marginals"] = self.decoder_S_marginals(S, enc.node_h, enc.mask_i)[0]
         if self.predict_S_autoregressive and permute_idx is not None:
             out["logp_S"] = self.decoder(S, *enc, permute_idx)[0]
+        if self.packing and permute_idx is not None and X.shape[2] > 4:
+            chi, mask_chi = own_chi(X, C, S)
+            out["chi"], out["mask_chi"] = chi, mask_chi
+            out["logp_chi"] = self.decoder_chi(S, chi, mask_chi, *self.encode_sequence(enc, S), permute_idx)[0]
         return out
+
+    # -- side chains ---------------------------------------------------------------------------------------------
+
+    def encode_sequence(self, enc: DesignEncoding, S: torch.Tensor) -> DesignEncoding:
+        """The encoding re-processed with the sequence ``S``: what the chi decoder reads (first packing stage)."""
+        self._require_packing()
+        node_h = enc.node_h + enc.mask_i.unsqueeze(-1).to(enc.node_h.dtype) * self.embed_S(S)
+        node_h, edge_h = self.encoder_S_gnn(node_h, enc.edge_h, enc.edge_idx, enc.mask_i, enc.mask_ij)
+        return enc._replace(node_h=node_h, edge_h=edge_h)
+
+    def _require_packing(self) -> None:
+        if not self.packing:
+            raise InvalidArgumentError(
+                "this design network has no side-chain stage (it was built with separate_packing=False)",
+                "use a checkpoint with two-stage packing (separate_packing=True), e.g. Chroma's public design model",
+            )
+
+    @torch.no_grad()
+    def pack(
+        self,
+        X: torch.Tensor,
+        C: torch.Tensor,
+        S: torch.Tensor,
+        temperature_chi: float = 1e-3,
+        clamped: bool = False,
+        mask_sample: torch.Tensor | None = None,
+        permute_idx: torch.Tensor | None = None,
+        t: float | torch.Tensor | None = None,
+        uniforms: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PackResult:
+        """Side chains for sequence ``S`` on the structure ``X [B, L, 4 or 14, 3]``: chi decoded residue by residue.
+
+        Each residue's chi are drawn at ``temperature_chi`` (low: near the most likely rotamer), except with
+        ``clamped`` (the structure's own chi are scored, nothing is drawn) and where ``mask_sample [B, L]`` is 0
+        (those residues keep their chi). Both need an all-atom ``X``. ``permute_idx`` fixes the decoding order
+        (default: a random one). The randomness is one uniform per residue and chi: ``uniforms [B, L, 4]`` if
+        given, else drawn from ``generator`` (a fresh one when None; the global generator is never used).
+        """
+        self._require_packing()
+        if not clamped:
+            check_temperature("temperature_chi", temperature_chi)
+        check_backbone(X[:, :, :4] if isinstance(X, torch.Tensor) and X.dim() == 4 else X, C)
+        self._check_pack_inputs(X, C, S, mask_sample)
+        B, L = C.shape
+        if generator is None and (permute_idx is None or (uniforms is None and not clamped)):
+            generator = torch.Generator(device=C.device)
+            generator.seed()  # a fresh, non-deterministic stream: the global generator stays untouched
+        if permute_idx is None:
+            permute_idx = torch.stack([torch.randperm(L, generator=generator, device=C.device) for _ in range(B)])
+        if uniforms is None and not clamped:
+            uniforms = torch.rand(B, L, NUM_CHI, generator=generator, device=C.device)
+        needs_own_chi = clamped or mask_sample is not None
+        if needs_own_chi:
+            self._require_side_chains(X, C, S, mask_sample, clamped)
+            chi, mask_chi = own_chi(X, C, S)
+        else:
+            chi, mask_chi = torch.zeros(B, L, NUM_CHI, dtype=X.dtype, device=X.device), chi_mask(C, S)
+        enc = self.encode_sequence(self.encode(X, C, t), S)
+        keep = None if mask_sample is None else mask_sample <= 0
+        chi, logp_chi = self.decoder_chi.decode(
+            S, chi, mask_chi, *enc, permute_idx, temperature=temperature_chi, sample=not clamped, keep=keep,
+            uniforms=uniforms,
+        )  # fmt: skip
+        X_all, _ = self.chi_to_X(X, C, S, chi)
+        return PackResult(X_all, chi, logp_chi, mask_chi, permute_idx)
+
+    def _check_pack_inputs(
+        self, X: torch.Tensor, C: torch.Tensor, S: torch.Tensor, mask_sample: torch.Tensor | None
+    ) -> None:
+        """Refuse a sequence of the wrong shape or alphabet, and systems with nothing to pack."""
+        if not isinstance(S, torch.Tensor) or S.shape != C.shape or S.is_floating_point():
+            shape = tuple(S.shape) if isinstance(S, torch.Tensor) else type(S).__name__
+            raise InvalidArgumentError(
+                f"S must be an integer sequence [B, L] = {tuple(C.shape)}, got {shape}",
+                f"pass residue indices into {AA20} (Protein.to_XCS() gives them)",
+            )
+        if bool(((S < 0) | S.ge(self.num_alphabet)).any()):
+            raise InvalidArgumentError(
+                f"S has residue indices outside 0..{self.num_alphabet - 1}", f"S indexes the alphabet {AA20}"
+            )
+        if X.shape[2] not in (4, 14):
+            raise InvalidArgumentError(
+                f"X must have 4 (backbone) or 14 (all-atom) atoms per residue, got {X.shape[2]}",
+                "pass Protein.to_XCS() or Protein.to_XCS(all_atom=True)",
+            )
+        packable = C > 0
+        if mask_sample is not None:
+            if mask_sample.shape != C.shape:
+                raise InvalidArgumentError(
+                    f"mask_sample must be [B, L] = {tuple(C.shape)}, got {tuple(mask_sample.shape)}",
+                    "mark the residues whose side chains to pack with 1, the others with 0",
+                )
+            packable = packable & (mask_sample > 0)
+        empty = (~packable.any(-1)).nonzero().flatten().tolist()
+        if empty:
+            raise InvalidArgumentError(
+                f"nothing to pack in system(s) {', '.join(map(str, empty))}: no residue with a known backbone "
+                + ("is selected" if mask_sample is not None else "(every residue is unknown, masked or padding)"),
+                "give residues with coordinates (C > 0)"
+                + (" and select some of them in mask_sample" if mask_sample is not None else ""),
+            )
+
+    def _require_side_chains(
+        self, X: torch.Tensor, C: torch.Tensor, S: torch.Tensor, mask_sample: torch.Tensor | None, clamped: bool
+    ) -> None:
+        """Clamped scoring and kept residues read the structure's own chi: refuse residues without side chains."""
+        why = "clamped=True scores the structure's own side chains" if clamped else "mask_sample keeps side chains"
+        if X.shape[2] == 4:
+            raise SideChainError(
+                f"the structure has no side chains (X has backbone atoms only), but {why}",
+                "give an all-atom X [B, L, 14, 3] (Protein.to_XCS(all_atom=True)), or pack every residue "
+                "(clamped=False, no mask_sample)",
+            )
+        kept = C > 0 if clamped else (C > 0) & (mask_sample <= 0)
+        needed = atom_mask(C, S)[:, :, 4:] & kept.unsqueeze(-1)
+        missing = needed & (X[:, :, 4:].abs().sum(-1) == 0)
+        count = int(missing.any(-1).sum())
+        if count:
+            raise SideChainError(
+                f"{count} residue(s) whose side chains are read lack side-chain atoms ({why})",
+                "give an all-atom structure, or select those residues in mask_sample so they are packed",
+            )
 
     # -- design --------------------------------------------------------------------------------------------------
 
