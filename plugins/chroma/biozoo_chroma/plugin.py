@@ -44,6 +44,13 @@ def biozoo_components() -> list[ComponentDecl]:
             "Chroma's design network (config: the reference's init_kwargs): Potts h/J, marginals, AR logp_S; "
             "design_potts()",
         ),
+        ComponentDecl(
+            "chroma.sequence_decoder",
+            ComponentKind.DECODER,
+            "biozoo_chroma.design.decoder:SequenceDecoder",
+            "autoregressive sequence decoder: graph embeddings + decoding order -> logp_S; step decoding with "
+            "temperature, allowed types, top-p and the LCP bias",
+        ),
     ]
 
 

@@ -266,6 +266,37 @@ def test_design_bf16() -> None:
     assert agree > 0.6, agree
 
 
+def test_sequence_decoder_is_a_registered_component_with_typed_ports() -> None:
+    """``chroma.sequence_decoder`` builds from config, reads the design encoder's graph and a decoding order."""
+    from biozoo.assembly import build_component
+    from biozoo.manifest.schema import ComponentRef
+    from biozoo.plugins.declarations import ComponentKind
+    from biozoo.registry import get_registry
+    from biozoo_chroma.design.decoder import SequenceDecoder
+
+    registry = get_registry()
+    assert registry.component_class("chroma.sequence_decoder", ComponentKind.DECODER) is SequenceDecoder
+    init = json.loads(golden()[1]["init_kwargs"])
+    config = {"design_kwargs": init, "num_alphabet": 20, "decoder_num_hidden": 32, "label_smoothing": 0.1}
+    decoder = build_component(registry, ComponentRef(name="chroma.sequence_decoder", config=config),
+                              ComponentKind.DECODER, "components.sequence_decoder")  # fmt: skip
+    decoder.load_state_dict(model().decoder.state_dict())
+    decoder.eval()
+    encoder = model().encoder
+    produced = {p.name: p for c in (encoder.feature_graph, encoder.gnn) for p in c.ports().outputs}
+    inputs = {p.name: p for p in decoder.ports().inputs}
+    for name in ("node_h", "edge_h", "edge_idx", "mask_i", "mask_ij"):
+        assert (inputs[name].meaning, inputs[name].shape) == (produced[name].meaning, produced[name].shape), name
+    assert inputs["permute_idx"].meaning == "decoding-order"
+    assert decoder.ports().outputs[1].shape == ("B", "L", 20)
+    d, _ = golden()
+    enc = model().encode(d["X"], d["C"], d["t"])
+    with torch.no_grad():
+        logp, _ = decoder(d["design.S"], *enc, d["permute_idx"])
+    clamped = model().decoder.decode(d["C"], d["design.S"], *enc, d["permute_idx"], sample=False)[1]
+    assert rel(logp, clamped) < TOL
+
+
 # -- bad input ------------------------------------------------------------------------------------------------
 
 

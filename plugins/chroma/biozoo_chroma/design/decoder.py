@@ -19,14 +19,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from biozoo.components.base import Component
+from biozoo.components.ports import Port, Ports
+from biozoo.plugins.declarations import ComponentKind
 from biozoo_chroma.design.heads import SequenceHead
 from biozoo_chroma.design.potts import sample_categorical
+from biozoo_chroma.design.traversal import DECODING_ORDER
+from biozoo_chroma.graph.feature_graph import EDGE_H, EDGE_IDX, EDGE_MASK, NODE_H, NODE_MASK
 from biozoo_chroma.graph.gnn import GraphNN
 from biozoo_chroma.graph.keys import split_encoder_kwargs
 from biozoo_chroma.graph.ops import collect_neighbors, edge_mask_causal, permute_graph_embeddings, permute_tensor
+from biozoo_chroma.sidechains.head import SEQUENCE
 
 #: ``bias(t, S_p, C_p, idx_p, edge_idx_t, mask_ij_t) -> [B, 1, Q]``, added to the log-probabilities at step t.
 BiasFunction = Callable[..., torch.Tensor]
+LOGP_S, LOG_PROBS_S = "sequence-log-likelihood", "sequence-log-probabilities"
 
 
 def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
@@ -38,9 +45,11 @@ def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return filtered.gather(-1, order.argsort(-1))
 
 
-class SequenceDecoder(nn.Module):
+class SequenceDecoder(Component):
     """``log p(S_i | S_<i, X)`` in a decoding order; children named as the reference's (``W_S``, ``gnn``,
     ``decoder_S``)."""
+
+    kind = ComponentKind.DECODER
 
     def __init__(
         self, design_kwargs: Mapping[str, Any], num_alphabet: int, decoder_num_hidden: int, label_smoothing: float
@@ -51,6 +60,23 @@ class SequenceDecoder(nn.Module):
         self.W_S = nn.Embedding(num_alphabet, gnn_kwargs["dim_edges"])
         self.gnn = GraphNN(**gnn_kwargs)
         self.decoder_S = SequenceHead(num_alphabet, gnn_kwargs["dim_nodes"], decoder_num_hidden, label_smoothing)
+        self.dim_nodes, self.dim_edges = gnn_kwargs["dim_nodes"], gnn_kwargs["dim_edges"]
+        self.num_alphabet = num_alphabet
+
+    def ports(self) -> Ports:
+        dn, de, Q = self.dim_nodes, self.dim_edges, self.num_alphabet
+        return Ports(
+            inputs=(
+                Port("S", SEQUENCE, ("B", "L"), "residue types, indices into ACDEFGHIKLMNPQRSTVWY"),
+                Port("node_h", NODE_H, ("B", "L", dn)),
+                Port("edge_h", EDGE_H, ("B", "L", "K", de)),
+                Port("edge_idx", EDGE_IDX, ("B", "L", "K")),
+                Port("mask_i", NODE_MASK, ("B", "L")),
+                Port("mask_ij", EDGE_MASK, ("B", "L", "K")),
+                Port("permute_idx", DECODING_ORDER, ("B", "L"), "the order residues are decoded in"),
+            ),
+            outputs=(Port("logp_S", LOGP_S, ("B", "L")), Port("log_probs_S", LOG_PROBS_S, ("B", "L", Q))),
+        )
 
     def forward(
         self,

@@ -22,6 +22,8 @@ from biozoo.nn.checks import check_int, check_probability
 from biozoo_chroma.graph.builder import ProteinGraph
 from biozoo_chroma.graph.ops import collect_neighbors
 
+#: The meaning of a decoding-order port (``permute_idx [B, L]``).
+DECODING_ORDER = "decoding-order"
 #: The reference's fixed seed for ``deterministic=True``.
 DETERMINISTIC_SEED = 10
 
