@@ -962,8 +962,14 @@ def convert_cmd(
     converter: Annotated[
         str, typer.Argument(metavar="CONVERTER", help="converter name, e.g. scgpt (`zoo list --kind converters`)")
     ],
-    source: Annotated[
-        Path, typer.Argument(metavar="SOURCE", help="the reference checkpoint (file or folder)", exists=True)
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="SOURCE...",
+            help="the reference checkpoint (file or folder); some converters take more, e.g. chroma BACKBONE.pt "
+            "DESIGN.pt",
+            exists=True,
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="new biozoo model folder to create")],
     model_id: Annotated[str | None, typer.Option("--id", help="model id for the manifest, e.g. scgpt/human")] = None,
@@ -972,13 +978,24 @@ def convert_cmd(
     ] = False,
 ) -> None:
     """Convert a reference checkpoint into a biozoo model folder (safetensors + manifest)."""
+    import inspect
+
+    from biozoo.errors import InvalidArgumentError
     from biozoo.registry import get_registry
     from biozoo.utils.atomic import staged_output
 
     convert = get_registry().converter(converter)
+    try:  # a converter takes (source, output, *more sources) positionally
+        inspect.signature(convert).bind(sources[0], output, *sources[1:], model_id=model_id)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"converter {converter!r} does not take {len(sources)} checkpoints",
+            "give the checkpoint(s) it converts (`zoo list --kind converters` describes them)",
+        ) from None
     with staged_output(output, overwrite=overwrite, folder=True) as stage:
-        convert(source, stage, model_id=model_id)
-    out.print(f"[bold green]converted[/] {escape(str(source))} -> {escape(str(output))}", soft_wrap=True)
+        convert(sources[0], stage, *sources[1:], model_id=model_id)
+    named = " + ".join(escape(str(s)) for s in sources)
+    out.print(f"[bold green]converted[/] {named} -> {escape(str(output))}", soft_wrap=True)
     out.print(f"check it with: zoo load {escape(str(output))}", soft_wrap=True)
 
 

@@ -188,7 +188,10 @@ class ChromaDesign(Architecture):
             self.embed_S = nn.Embedding(num_alphabet, dim_nodes)
             self.encoder_S_gnn = GraphNN(**split_encoder_kwargs(gnn_kwargs)[1])
             self.decoder_chi = ChiDecoder(gnn_kwargs, num_alphabet, num_chi_bins, decoder_num_hidden, label_smoothing)
-            self.chi_to_X = SideChainBuilder()  # tables only (non-persistent buffers)
+            # tables only (non-persistent buffers), built on the CPU even when the model is built on the meta device:
+            # the cached geometry tables must not be meta tensors; reset_non_persistent_buffers moves them
+            with torch.device("cpu"):
+                self.chi_to_X = SideChainBuilder()
         self.predict_S_marginals, self.predict_S_potts = bool(predict_S_marginals), bool(predict_S_potts)
         if self.predict_S_marginals:
             self.decoder_S_marginals = SequenceHead(num_alphabet, dim_nodes, decoder_num_hidden, label_smoothing)
@@ -281,6 +284,11 @@ class ChromaDesign(Architecture):
         node_h = enc.node_h + enc.mask_i.unsqueeze(-1).to(enc.node_h.dtype) * self.embed_S(S)
         node_h, edge_h = self.encoder_S_gnn(node_h, enc.edge_h, enc.edge_idx, enc.mask_i, enc.mask_ij)
         return enc._replace(node_h=node_h, edge_h=edge_h)
+
+    def reset_non_persistent_buffers(self, device: torch.device) -> None:
+        """After a meta-device load: the side-chain builder's tables go where the weights are."""
+        if self.packing:
+            self.chi_to_X.to(device)
 
     def _require_packing(self) -> None:
         if not self.packing:

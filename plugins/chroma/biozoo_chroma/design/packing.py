@@ -21,6 +21,7 @@ from biozoo_chroma.graph.geometry import compute_dtype
 from biozoo_chroma.graph.gnn import GraphNN
 from biozoo_chroma.graph.keys import split_encoder_kwargs
 from biozoo_chroma.graph.ops import collect_neighbors, edge_mask_causal, permute_graph_embeddings, permute_tensor
+from biozoo_chroma.sidechains.chi import bin_edges
 from biozoo_chroma.sidechains.head import NodeChiRBF, NodePredictorChi
 from biozoo_chroma.sidechains.tables import NUM_CHI
 
@@ -50,6 +51,10 @@ class ChiDecoder(nn.Module):
         self.decoder_chi = NodePredictorChi(
             num_alphabet, num_chi_bins, dim_nodes, decoder_num_hidden, label_smoothing=label_smoothing
         )
+
+    def reset_non_persistent_buffers(self, device: torch.device) -> None:
+        """The chi head's bin edges are a constant outside the state dict: rebuild them after a meta-device load."""
+        self.decoder_chi.edges = bin_edges(self.decoder_chi.num_chi_bins, device=device)
 
     def context(self, S: torch.Tensor, chi: torch.Tensor) -> torch.Tensor:
         """What a decoded residue tells later ones: its type and chi angles embedded, ``[B, L, dim_edges]``."""
