@@ -60,7 +60,8 @@ def biozoo_converters() -> list[ConverterDecl]:
         ConverterDecl(
             "chroma",
             "biozoo_chroma.convert:convert_checkpoint",
-            "licensed Chroma backbone .pt (the reference's save_model format) -> biozoo model folder",
+            "licensed Chroma backbone .pt [+ design .pt] (the reference's save_model format) -> biozoo model folder "
+            "(the design network in OUT/design)",
         )
     ]
 

@@ -43,6 +43,7 @@ from biozoo_chroma.design.potts import (
     sample_potts,
     sampling_masks,
 )
+from biozoo_chroma.design.traversal import SpatialTraversal
 from biozoo_chroma.diffusion import NoiseSchedule, as_time, check_backbone
 from biozoo_chroma.graph.encoder import GraphEncoder
 from biozoo_chroma.graph.feature_graph import BACKBONE, CHAIN_MAP
@@ -316,8 +317,9 @@ class ChromaDesign(Architecture):
         Each residue's chi are drawn at ``temperature_chi`` (low: near the most likely rotamer), except with
         ``clamped`` (the structure's own chi are scored, nothing is drawn) and where ``mask_sample [B, L]`` is 0
         (those residues keep their chi). Both need an all-atom ``X``. ``permute_idx`` fixes the decoding order
-        (default: a random one). The randomness is one uniform per residue and chi: ``uniforms [B, L, 4]`` if
-        given, else drawn from ``generator`` (a fresh one when None; the global generator is never used).
+        (default: a random, spatially smooth one, :class:`~biozoo_chroma.design.traversal.SpatialTraversal`,
+        as the reference's). The randomness is one uniform per residue and chi: ``uniforms [B, L, 4]`` if given,
+        else drawn from ``generator`` after the order (a fresh one when None; the global generator is never used).
         """
         self._require_packing()
         if not clamped:
@@ -329,7 +331,7 @@ class ChromaDesign(Architecture):
             generator = torch.Generator(device=C.device)
             generator.seed()  # a fresh, non-deterministic stream: the global generator stays untouched
         if permute_idx is None:
-            permute_idx = torch.stack([torch.randperm(L, generator=generator, device=C.device) for _ in range(B)])
+            permute_idx = SpatialTraversal()(X[:, :, :4], C, generator=generator)
         if uniforms is None and not clamped:
             uniforms = torch.rand(B, L, NUM_CHI, generator=generator, device=C.device)
         needs_own_chi = clamped or mask_sample is not None
