@@ -348,3 +348,18 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_tables_built_first_under_the_meta_device_are_cpu_tensors() -> None:
+    """`zoo verify` assembles on the meta device: the cached tables must not become meta tensors there."""
+    import importlib
+
+    module = importlib.import_module("biozoo_chroma.sidechains.tables")
+    module.tables.cache_clear()
+    try:
+        with torch.device("meta"):
+            built = module.tables()
+        assert built.internal.device.type == "cpu" and built.parents.device.type == "cpu"
+        assert int(built.num_atoms.max()) == 14
+    finally:
+        module.tables.cache_clear()

@@ -43,7 +43,8 @@ from biozoo_chroma.design.potts import (
     sample_potts,
     sampling_masks,
 )
-from biozoo_chroma.design.traversal import SpatialTraversal
+from biozoo_chroma.design.selection import banned_states
+from biozoo_chroma.design.traversal import DECODING_ORDER, SpatialTraversal
 from biozoo_chroma.diffusion import NoiseSchedule, as_time, check_backbone
 from biozoo_chroma.graph.encoder import GraphEncoder
 from biozoo_chroma.graph.feature_graph import BACKBONE, CHAIN_MAP
@@ -57,7 +58,6 @@ from biozoo_chroma.sidechains.inputs import SideChainError
 from biozoo_chroma.sidechains.tables import NUM_CHI, atom_mask, chi_mask
 
 SEQUENCE = "protein-sequence"
-PERMUTATION = "decoding-order"
 
 
 class DesignEncoding(NamedTuple):
@@ -210,7 +210,7 @@ class ChromaDesign(Architecture):
             Port("C", CHAIN_MAP, ("B", "L"), "chain k+1; -(k+1) without structure; 0 padding"),
             Port("S", SEQUENCE, ("B", "L"), "residue types, indices into ACDEFGHIKLMNPQRSTVWY"),
             Port("t", TIME, ("B",), "diffusion time of the input backbone (0: exact)", optional=True),
-            Port("permute_idx", PERMUTATION, ("B", "L"), "autoregressive decoding order", optional=True),
+            Port("permute_idx", DECODING_ORDER, ("B", "L"), "autoregressive decoding order", optional=True),
         )
 
     # -- encoder -------------------------------------------------------------------------------------------------
@@ -435,7 +435,7 @@ class ChromaDesign(Architecture):
             raise InvalidArgumentError(f"unknown Potts proposal {proposal!r}", f"use one of: {', '.join(PROPOSALS)}")
         if regularization not in (None, "LCP"):
             raise InvalidArgumentError(f"unknown regularization {regularization!r}", "use 'LCP' or None")
-        banned = self._banned(ban_S)
+        banned = banned_states(ban_S, self.num_alphabet)
         if symmetry_order is not None:
             check_symmetry_order(symmetry_order, C.shape[1], int(C.abs().amax()))
         if S is None:
@@ -461,24 +461,6 @@ class ChromaDesign(Architecture):
         if symmetry_order is not None:
             S_out = S_out.repeat(1, symmetry_order)
         return S_out, U
-
-    def _banned(self, ban_S: Sequence[str] | None) -> list[int]:
-        """Indices of banned residues; refuses unknown letters and a ban of the whole alphabet."""
-        if not ban_S:
-            return []
-        unknown = [a for a in ban_S if a not in AA20]
-        if unknown:
-            raise InvalidArgumentError(
-                f"unknown residues in the banned set: {', '.join(map(str, unknown))}",
-                f"ban one-letter codes from {AA20}",
-            )
-        banned = sorted({AA20.index(a) for a in ban_S})
-        if len(banned) >= self.num_alphabet:
-            raise InvalidArgumentError(
-                "every residue type is banned, so no sequence can be designed",
-                "ban fewer residues (design_ban_S), e.g. ('C',) to avoid cysteines",
-            )
-        return banned
 
     def potts_energy(self, S: torch.Tensor, h: torch.Tensor, J: torch.Tensor, edge_idx: torch.Tensor) -> torch.Tensor:
         """Potts energy ``[B]`` of sequences ``S`` under ``(h, J)`` from :meth:`potts` (lower is better)."""

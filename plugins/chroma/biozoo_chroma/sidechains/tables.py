@@ -56,7 +56,13 @@ class SideChainTables:
 
 @cache
 def tables() -> SideChainTables:
-    """Build the tensors once; modules copy them into (non-persistent) buffers so they follow ``.to(device)``."""
+    """Build the tensors once, on the CPU whatever the default device is (a model assembled on the meta device
+    must not cache meta tables); modules copy them into (non-persistent) buffers so they follow ``.to(device)``."""
+    with torch.device("cpu"):
+        return _build_tables()
+
+
+def _build_tables() -> SideChainTables:
     data = geometry_data()
     shape = (len(AA20_3), NUM_SIDECHAIN_ATOMS)
     internal = torch.zeros(*shape, 3, dtype=torch.float32)
