@@ -182,6 +182,7 @@ class SampleTask(Protocol):
         inverse_temperature: float,
         integrate_func: str,
         sde_func: str,
+        symmetry: str | None = None,  #: a point group ("C3", "D2"): chain_lengths is the whole assembly
     ) -> SampleResult: ...
 
 

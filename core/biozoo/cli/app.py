@@ -862,15 +862,24 @@ def sample_cmd(
     integrator: Annotated[Integrator, typer.Option(help="SDE integrator")] = Integrator.euler_maruyama,
     sde: Annotated[Sde, typer.Option(help="which reverse-time dynamics to integrate")] = Sde.reverse_sde,
     batch_size: Annotated[int, typer.Option(min=1, help="structures sampled together")] = 4,
+    symmetry: Annotated[
+        str | None,
+        typer.Option(metavar="GROUP", help="symmetric assembly: C2, C3, ..., D2, ... (--chains is the whole assembly)"),
+    ] = None,
     device: Device = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Sample protein backbones from a generative structure model (Chroma) into PDB or mmCIF files."""
+    from biozoo.tasks import CONTRACTS
     from biozoo.utils.atomic import atomic_write_text, staged_output
 
     lengths = _sample_lengths(length, chains)
     with staged_output(output, overwrite=overwrite, folder=True, markers=(SAMPLES_INDEX,)) as stage:
         loaded, run = _task("sample", model, device, None)
+        options = {"symmetry": symmetry} if symmetry is not None else {}
+        if options and not CONTRACTS["sample"].accepts(run, "symmetry"):
+            raise BiozooError(f"the sample task of {loaded.zoo.manifest.id} cannot sample symmetric assemblies",
+                              "leave out --symmetry")  # fmt: skip
         result = run(
             loaded,
             stage,
@@ -884,6 +893,7 @@ def sample_cmd(
             inverse_temperature=inverse_temperature,
             integrate_func=integrator.value,
             sde_func=sde.value,
+            **options,
         )
         atomic_write_text(stage / SAMPLES_INDEX, json.dumps(result, indent=2) + "\n")
     out.print(

@@ -18,6 +18,7 @@ from biozoo.errors import InvalidArgumentError, ModelOutputError
 FORMATS = ("pdb", "cif")
 REMARK = "REMARK 999 "  # free-text remarks: PDB assigns no meaning to 999
 HEADER_CATEGORY = "biozoo_sample"
+MAX_SYMMETRY_NEIGHBORS = 5  # copies besides the AU that the denoiser sees (the rest follow by symmetry)
 PDB_RANGE = (-999.9995, 9999.9995)  # PDB's %8.3f coordinate columns hold -999.999 .. 9999.999
 
 
@@ -130,8 +131,13 @@ def sample(
     integrate_func: str = "euler_maruyama",
     sde_func: str = "reverse_sde",
     progress: bool = True,
+    symmetry: str | None = None,
 ) -> dict[str, Any]:
     """Sample ``samples`` backbones into ``output_dir/sample_000.<fmt>``, ...; batch ``b`` is seeded ``seed + b``.
+
+    With ``symmetry`` (``"C3"``, ``"D2"``, ...) ``chain_lengths`` is the whole assembly: its asymmetric unit is
+    sampled with a :class:`~biozoo_chroma.conditioners.SymmetryConditioner` (the denoiser sees up to 6 copies)
+    and every file holds the full assembly.
 
     The model's :meth:`~biozoo_chroma.backbone.model.ChromaBackbone.sample` checks every setting before
     anything runs; this checks what it adds (format, batch size) first.
@@ -145,11 +151,19 @@ def sample(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size!r}", "e.g. --batch-size 4")
     lengths = check_chain_lengths(list(chain_lengths))
+    unit, conditioner = lengths, None
+    if symmetry is not None:
+        from biozoo_chroma.conditioners import SymmetryConditioner, asymmetric_unit, group_order
+
+        unit = asymmetric_unit(lengths, symmetry)
+        conditioner = SymmetryConditioner(symmetry, min(group_order(symmetry) - 1, MAX_SYMMETRY_NEIGHBORS))
     settings = {
         "chain_lengths": lengths, "samples": samples, "steps": steps, "seed": seed, "batch_size": batch_size,
         "langevin_factor": langevin_factor, "inverse_temperature": inverse_temperature,
         "integrator": integrate_func, "sde": sde_func, "tspan": "1.0,0.001",
     }  # fmt: skip
+    if symmetry is not None:
+        settings["symmetry"] = symmetry
     fields = provenance(model, settings)
     output_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=steps * samples, desc="sampling", unit="step", leave=False, disable=not progress)
@@ -157,7 +171,7 @@ def sample(
     try:
         for b, (start, size) in enumerate(_batches(samples, batch_size)):
             proteins = model.sample(
-                samples=size, steps=steps, chain_lengths=lengths, langevin_factor=langevin_factor,
+                samples=size, steps=steps, chain_lengths=unit, conditioner=conditioner, langevin_factor=langevin_factor,
                 inverse_temperature=inverse_temperature, integrate_func=integrate_func, sde_func=sde_func,
                 seed=seed + b, on_step=lambda _, n=size: bar.update(n),
             )  # fmt: skip

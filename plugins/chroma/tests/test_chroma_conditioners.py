@@ -9,6 +9,9 @@ script to print the parity table that docs/chroma.md quotes:
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -18,8 +21,10 @@ import torch
 from biozoo_chroma.backbone import ChromaBackbone
 from biozoo_chroma.conditioners import (
     ComposedConditioner,
+    ConditionerError,
     SubstructureConditioner,
     SymmetryConditioner,
+    asymmetric_unit,
     flat_bottom_potential,
     point_group,
 )
@@ -30,6 +35,7 @@ GOLDEN = Path(__file__).parent / "golden" / "chroma_conditioners.safetensors"
 TOL = 1e-5  # Å (or the quantity's unit), fp32
 GRAD_TOL = 1e-5
 RMSD_TOL = 1e-3  # Å: assemblies and motifs are exact up to the group's 4-decimal rounding and fp32
+DEMO_STEPS = 60
 
 
 @cache
@@ -156,6 +162,212 @@ def test_flat_bottom_potential_matches_the_reference() -> None:
 def test_substructure_and_composition_match_the_reference() -> None:
     results = check_substructure()
     assert max(results.values()) < TOL, results
+
+
+# -- defining properties with the shipped demo model ------------------------------------------------------------
+
+
+@cache
+def demo() -> ChromaBackbone:
+    import biozoo
+
+    return biozoo.load("chroma/demo").eval()
+
+
+def quiet(**kwargs) -> dict:
+    """Temperature 1 without Langevin: the weak demo model's samples collapse at the reference's defaults."""
+    return {"steps": DEMO_STEPS, "seed": 0, "inverse_temperature": 1.0, "langevin_factor": 0.0} | kwargs
+
+
+def symmetry_rmsd(protein: Protein, G: torch.Tensor) -> float:
+    """Largest RMSD (no superposition) between chain j and G_j applied to chain 0, over the copies j."""
+    X, C, _ = protein.to_XCS()
+    chains = [X[0, C[0] == k + 1].reshape(-1, 3).double() for k in range(G.shape[0])]
+    moved = [chains[0] @ g.double().T for g in G]
+    return max(float((c - m).pow(2).sum(-1).mean().sqrt()) for c, m in zip(chains, moved, strict=True))
+
+
+@pytest.mark.parametrize(("group", "chains"), [("C3", [30]), ("D2", [20])])
+def test_a_sample_is_symmetric_under_its_group(group: str, chains: list[int]) -> None:
+    cond = SymmetryConditioner(group, 5)
+    protein = demo().sample(chain_lengths=chains, conditioner=cond, **quiet())
+    assert len(protein.chain_ids) == cond.order and len(protein) == cond.order * sum(chains)
+    assert symmetry_rmsd(protein, cond.G) < RMSD_TOL
+    X = protein.to_XCS()[0][0, :, 1]
+    assert torch.isfinite(X).all() and float(X.std()) > 1.0  # a structure, not a point
+
+
+def test_the_sampled_sub_complex_is_symmetric_before_post_processing() -> None:
+    """The denoiser's view (the AU and its neighbours, canonicalised) is itself an exact C3 assembly."""
+    cond = SymmetryConditioner("C3", 2)
+    protein, extra = demo().sample(chain_lengths=[24], conditioner=cond, full_output=True, **quiet(steps=20))
+    raw = extra["Xhat_trajectory"]  # predictions were made on the sub-complex: 3 chains of 24
+    assert len(raw) and len(raw[-1]) == 72
+    cond.postprocess = None  # the same sampler state, without rebuilding the assembly
+    again = demo().sample(chain_lengths=[24], conditioner=cond, **quiet(steps=20))
+    assert len(again) == 72 and symmetry_rmsd(again, cond.G) < RMSD_TOL
+    assert symmetry_rmsd(protein, cond.G) < RMSD_TOL
+
+
+def test_a_motif_keeps_its_structure_after_sampling() -> None:
+    from test_chroma_structures import TS50, needs_data
+
+    if not TS50:
+        pytest.skip(needs_data.kwargs["reason"])
+    from biozoo_chroma.losses.rmsd import backbone_rmsd
+
+    protein = Protein(TS50[0])
+    numbers = protein.residue_ids
+    selection = f"{protein.chain_ids[0]}:{numbers[10]}-{numbers[20]}"
+    cond = SubstructureConditioner(protein, demo(), selection)
+    sample = demo().sample(protein_init=protein, conditioner=cond, **quiet())
+    X = sample.to_XCS()[0]
+    X0, C0, _ = protein.to_XCS()
+    D = cond.D[0]
+    assert int(D.sum()) == 11
+    assert float(backbone_rmsd(X[:, D], X0[:, D], C0[:, D])[0]) < RMSD_TOL
+    rest = ~D & (C0[0] > 0)
+    assert float(backbone_rmsd(X[:, rest], X0[:, rest], C0[:, rest])[0]) > 1.0  # the rest was sampled
+
+
+def test_composition_chains_outputs_and_post_processing_in_order() -> None:
+    calls: list[str] = []
+
+    class Shift(torch.nn.Module):
+        def __init__(self, name: str, dx: float) -> None:
+            super().__init__()
+            self.name, self.dx = name, dx
+
+        def forward(self, X, C, O, U, t):  # noqa: E741
+            calls.append(self.name)
+            return X + self.dx, C, O, U + 1, t
+
+        def postprocess(self, protein: Protein) -> Protein:
+            calls.append(f"post {self.name}")
+            return protein
+
+    X, C = torch.zeros(1, 5, 4, 3), torch.ones(1, 5, dtype=torch.long)
+    composed = ComposedConditioner([Shift("a", 1.0), Shift("b", 2.0)])
+    X_out, _, _, U, _ = composed(X, C, torch.zeros(1, 5, 20), torch.zeros(1), torch.tensor([0.5]))
+    assert float(X_out.max()) == 3.0 and float(U[0]) == 2.0 and calls == ["a", "b"]
+    composed.postprocess(Protein.from_XCS(X + 1, C, torch.zeros_like(C)))
+    assert calls[2:] == ["post a", "post b"]
+
+
+def test_bf16_symmetry_and_substructure_run_and_agree_with_fp32() -> None:
+    d, meta = golden()
+    _, kwargs = json.loads(meta["sym_cases"])["c3"]
+    cond = symmetry_conditioner(kwargs)
+    X, C, onehot = d["sym.c3.X"], d["sym.c3.C"], d["sym.c3.O"]
+    args = (torch.zeros(1), torch.tensor([0.5]))
+    ref = cond(X, C, onehot, *args)[0]
+    low = cond(X.bfloat16(), C, onehot.bfloat16(), *args)[0]
+    assert low.dtype == torch.bfloat16 and relative(low.float(), ref) < 1e-2
+    sub = substructure()
+    sub.rg = False
+    ref = sub(d["sub.X_noisy"].float(), d["sub.C"], torch.zeros(1, 24, 20), *args)[0]
+    low = sub(d["sub.X_noisy"].bfloat16(), d["sub.C"], torch.zeros(1, 24, 20, dtype=torch.bfloat16), *args)[0]
+    assert low.dtype == torch.bfloat16 and relative(low.float(), ref) < 2e-2
+
+
+def test_reconstruction_guidance_adds_energy_and_a_gradient_only_inside_tspan() -> None:
+    d, _ = golden()
+    cond = substructure()
+    C = d["sub.C"]
+    for t, inside in ((0.5, True), (0.05, False)):
+        X = d["sub.X_noisy"].float().clone().requires_grad_(True)
+        _, _, _, U, _ = cond(X, C, torch.zeros(1, 24, 20), torch.zeros(1), torch.tensor([t]))
+        assert float(U.detach()[0]) > 0
+        (grad,) = torch.autograd.grad(U.sum(), X)
+        assert (float(grad.abs().max()) > 0) == inside
+
+
+# -- bad input -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lengths", "group", "message"),
+    [
+        ([30, 30], "C3", "does not divide the 2 chain"),
+        ([30, 30, 30], "D2", "does not divide the 3 chain"),
+        ([30, 30, 20], "C3", "do not repeat 3 times"),
+        ([30], "X7", "unknown symmetry group 'X7'"),
+        ([30], "C0", "outside 1..60"),
+        ([30] * 4, "T", "unknown symmetry group"),
+    ],
+)
+def test_bad_symmetry_settings_are_errors_with_hints(lengths: list[int], group: str, message: str) -> None:
+    with pytest.raises(ConditionerError, match=message) as e:
+        asymmetric_unit(lengths, group)
+    assert e.value.hint
+
+
+def test_bad_conditioner_arguments_are_errors_with_hints() -> None:
+    with pytest.raises(ConditionerError, match=r"shape \[n, 3, 3\]"):
+        SymmetryConditioner(torch.eye(3), 1)
+    with pytest.raises(ConditionerError, match="num_chain_neighbors"):
+        SymmetryConditioner("C3", -1)
+    with pytest.raises(ConditionerError, match="seed_idx"):
+        SymmetryConditioner("C3", 2, seed_idx=3)
+    with pytest.raises(ConditionerError, match="cannot be called"):
+        ComposedConditioner([SymmetryConditioner("C3", 2), "C3"])
+
+
+@pytest.mark.parametrize(
+    ("selection", "message"),
+    [
+        ("A:500-510", "motif residues: .*residue 500 is not in chain A"),
+        ("Z:1-3", "motif residues: .*chain 'Z' does not exist"),
+        ("A B", "the whole protein"),
+        (torch.zeros(24, dtype=torch.bool), "empty"),
+        (torch.ones(5, dtype=torch.bool), "shape"),
+    ],
+)
+def test_motif_residues_outside_the_structure_are_errors(selection, message: str) -> None:
+    protein, _ = motif_protein()
+    with pytest.raises(ConditionerError, match=message) as e:
+        SubstructureConditioner(protein, backbone(), selection)
+    assert e.value.hint
+
+
+def test_motif_residues_without_coordinates_are_errors() -> None:
+    d, _ = golden()
+    C = d["sub.C"].clone()
+    C[0, 3] = -C[0, 3]
+    protein = Protein.from_XCS(d["sub.X"], C, torch.zeros_like(C))
+    with pytest.raises(ConditionerError, match="no backbone coordinates"):
+        SubstructureConditioner(protein, backbone(), d["sub.D"][0])
+    cond = SubstructureConditioner(protein, backbone(), "A:10-12")
+    with pytest.raises(ConditionerError, match="has 24 residues but the sampler's system has 30"):
+        cond(torch.zeros(1, 30, 4, 3), torch.ones(1, 30, dtype=torch.long), torch.zeros(1, 30, 20), 0, 0.5)
+
+
+# -- CLI -----------------------------------------------------------------------------------------------------------
+
+
+def zoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    return subprocess.run(
+        [sys.executable, "-m", "biozoo.cli.app", *args], capture_output=True, text=True, timeout=600, env=env, cwd=cwd
+    )
+
+
+def test_zoo_sample_symmetry_writes_whole_assemblies(tmp_path: Path) -> None:
+    from biozoo_chroma.tasks import read_header
+
+    args = ["sample", "chroma/demo", "--steps", "30", "--inverse-temperature", "1", "--langevin-factor", "0"]
+    done = zoo(*args, "-o", "out", "--chains", "20,20,20", "--symmetry", "C3", "-n", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("sample_000.pdb", "sample_001.pdb"):
+        protein = Protein(tmp_path / "out" / name)
+        assert protein.chain_ids == ("A", "B", "C") and len(protein) == 60
+        assert symmetry_rmsd(protein, point_group("C3")) < 0.01  # PDB's 3 decimals
+        assert read_header(tmp_path / "out" / name)["symmetry"] == "C3"
+    bad = zoo(*args, "-o", "bad", "--chains", "20,20", "--symmetry", "C3", cwd=tmp_path)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "error: symmetry C3 has 3 copies, which does not divide the 2 chain(s)" in bad.stderr
+    assert "hint: give a multiple of 3 chains" in bad.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 if __name__ == "__main__":

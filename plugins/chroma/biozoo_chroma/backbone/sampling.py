@@ -111,8 +111,11 @@ def sample(
     touching torch's global generator state; ``None`` draws from it as the reference does. With
     ``full_output`` also a dict of ``trajectory``, ``Xhat_trajectory`` and ``Xunc_trajectory`` (per sample,
     ``trajectory_length`` evenly spaced frames as Proteins). ``on_step(step)`` is called after each of the
-    ``steps`` integration steps (0-based), e.g. to drive a progress bar.
+    ``steps`` integration steps (0-based), e.g. to drive a progress bar. A ``conditioner``
+    (:mod:`biozoo_chroma.conditioners`) constrains every step; its ``postprocess`` hook, if it has one, turns each
+    sample and trajectory frame into the final structure (a symmetric assembly's every copy, for instance).
     """
+    from biozoo_chroma.conditioners import postprocess
     from biozoo_chroma.structures import Protein
 
     _check_design(design_method, design)
@@ -127,6 +130,8 @@ def sample(
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InvalidArgumentError(f"seed must be an integer, not {seed!r}", "e.g. seed=0")
     device = next(model.parameters()).device
+    if isinstance(conditioner, torch.nn.Module):
+        conditioner.to(device)
     if protein_init is not None:
         if not isinstance(protein_init, Protein):
             raise InvalidArgumentError(
@@ -177,7 +182,7 @@ def sample(
         Xs, Cs = Xs.detach().float().cpu(), Cs.cpu()
         return [Protein.from_XCS(x[None], c[None], torch.zeros_like(c)[None]) for x, c in zip(Xs, Cs, strict=True)]
 
-    proteins = proteins_of(out.X_sample, out.C)
+    proteins = [postprocess(conditioner, p) for p in proteins_of(out.X_sample, out.C)]  # e.g. whole assemblies
     result: Any = proteins[0] if samples == 1 else proteins
     if not full_output:
         return result
@@ -188,7 +193,7 @@ def sample(
         return per_sample
 
     extra = {
-        "trajectory": frames(out.X_trajectory, out.C),
+        "trajectory": [[postprocess(conditioner, p) for p in f] for f in frames(out.X_trajectory, out.C)],
         "Xhat_trajectory": frames(out.Xhat_trajectory, out.C),
         "Xunc_trajectory": frames(out.Xunc_trajectory, C),
     }
