@@ -17,24 +17,31 @@ difference is an error instead of the reference's silent ``strict=False``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 
 import torch
-
-from biozoo_chroma.superposition import quaternion_matrix
 
 RENAMED_SUFFIXES = {
     "node_norm_layer.weights": "node_norm_layer.weight",
     "edge_norm_layer.weights": "edge_norm_layer.weight",
 }
-# The reference's FrameBuilder buffers: the ideal N, CA, C fragment and an identity rotation.
-DROPPED_CONSTANTS = {
-    "frame_builder._t_atom": torch.tensor([[1.459, 0.0, 0.0], [0.0, 0.0, 0.0], [-0.547, 0.0, -1.424]]).reshape(
-        1, 1, 3, 3
-    ),
-    "frame_builder._R_atom": torch.eye(3).reshape(1, 1, 1, 3, 3),
-    # Row 3 r + c: the 4x4 quaternion matrix of the cross-covariance with a single 1 at (r, c).
-    "rmsd.R_to_F": quaternion_matrix(torch.eye(9).reshape(9, 3, 3)).reshape(9, 16),
-}
+
+
+@cache
+def dropped_constants() -> dict[str, torch.Tensor]:
+    """The reference's constant buffers we rebuild instead of loading: its FrameBuilder's ideal N, CA, C fragment
+    and identity rotation, and its Kabsch helper's quaternion map (built on first use: ``superposition`` imports
+    ``graph.geometry``, so importing it here at module level would be a cycle)."""
+    from biozoo_chroma.superposition import quaternion_matrix
+
+    return {
+        "frame_builder._t_atom": torch.tensor([[1.459, 0.0, 0.0], [0.0, 0.0, 0.0], [-0.547, 0.0, -1.424]]).reshape(
+            1, 1, 3, 3
+        ),
+        "frame_builder._R_atom": torch.eye(3).reshape(1, 1, 1, 3, 3),
+        # Row 3 r + c: the 4x4 quaternion matrix of the cross-covariance with a single 1 at (r, c).
+        "rmsd.R_to_F": quaternion_matrix(torch.eye(9).reshape(9, 3, 3)).reshape(9, 16),
+    }
 
 
 def _ends_with(key: str, suffix: str) -> bool:
@@ -44,7 +51,7 @@ def _ends_with(key: str, suffix: str) -> bool:
 
 def reference_key(key: str) -> str | None:
     """Our key for a reference key; ``None`` for a dropped constant."""
-    if any(_ends_with(key, suffix) for suffix in DROPPED_CONSTANTS):
+    if any(_ends_with(key, suffix) for suffix in dropped_constants()):
         return None
     for old, new in RENAMED_SUFFIXES.items():
         if _ends_with(key, old):
@@ -58,8 +65,8 @@ def convert_reference_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str,
     for key, value in state.items():
         new = reference_key(key)
         if new is None:
-            suffix = next(s for s in DROPPED_CONSTANTS if _ends_with(key, s))
-            expected = DROPPED_CONSTANTS[suffix]
+            suffix = next(s for s in dropped_constants() if _ends_with(key, s))
+            expected = dropped_constants()[suffix]
             if value.shape != expected.shape or not torch.equal(value.float().cpu(), expected):
                 raise ValueError(f"{key} is not the constant table it should be; the checkpoint is not Chroma's")
             continue
