@@ -26,6 +26,8 @@ GEN = ["generate", "autoregressive/pbmc-small"]
 FT = ["finetune", "scgpt/cls", "IN", "-o", "ft", "-l", "bulk_labels"]
 SAMPLE = ["sample", "nosuch/model", "-o", "samples"]  # option checks come before the model is looked up
 SCORE = ["score", "nosuch/model", "in.pdb"]  # in.pdb: a file that exists (not a structure: never read)
+DESIGN = ["design", "nosuch/model", "in.pdb", "-o", "out.pdb"]
+PACK = ["pack", "nosuch/model", "in.pdb", "-o", "out.pdb"]
 
 # (args, exit code, words in stderr, marks); IN = the example cells, EXISTING = a file that exists
 CASES = [
@@ -107,6 +109,21 @@ CASES = [
     ([*SCORE, "-o", "afolder.json"], 1, "is a folder", ()),
     ([*SCORE, "-o", "old.json"], 1, "already exists", ()),
     (["score", "chroma/public", "in.pdb"], 1, "must be converted", ()),
+    ([*DESIGN, "--temperature", "0"], 2, "--temperature", ()),
+    ([*DESIGN, "--temperature", "nan"], 2, "nan is not a positive number", ()),
+    ([*DESIGN, "--ban", ",".join("ACDEFGHIKLMNPQRSTVWY")], 2, "bans every residue type", ()),
+    ([*DESIGN, "--ban", "C,X1"], 2, "--ban", ()),
+    ([*DESIGN, "--method", "greedy"], 2, "--method", ()),
+    ([*DESIGN, "--sweeps", "0"], 2, "--sweeps", ()),
+    ([*DESIGN, "--symmetry-order", "2", "--method", "autoregressive"], 1, "Potts design only", ()),
+    (["design", "nosuch/model", "missing.pdb", "-o", "out.pdb"], 1, "missing.pdb is missing", ()),
+    (["design", "nosuch/model", "IN", "-o", "out.pdb"], 1, "is not named as a structure file", ()),
+    (["design", "nosuch/model", "in.pdb", "-o", "out.txt"], 1, "must end in .pdb or .cif", ()),
+    (["design", "nosuch/model", "in.pdb", "-o", "in.pdb"], 1, "would overwrite the input", ()),
+    (["design", "nosuch/model", "in.pdb", "-o", "old.pdb"], 1, "already exists", ()),
+    (["design", "chroma/public", "in.pdb", "-o", "out.pdb"], 1, "must be converted", ()),
+    ([*PACK, "--temperature", "-1"], 2, "--temperature", ()),
+    (["pack", "nosuch/model", "in.pdb", "-o", "afolder.pdb"], 1, "is a folder", ()),
     (["manifest", "hash", "missing"], 1, "missing does not exist", ()),
     (["manifest", "hash", "afolder"], 1, "afolder has no manifest.yaml", ()),
     (["manifest", "hash", "EXISTING", "--check"], 1, "must be a mapping", ()),
@@ -142,9 +159,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_bad_invocations_fail_cleanly(tmp_path: Path, args: list[str], code: int, words: str) -> None:
     existing = tmp_path / "existing.h5ad"
     existing.write_bytes(b"precious")
-    for name in ("in.pdb", "old.json"):
+    for name in ("in.pdb", "old.json", "old.pdb"):
         (tmp_path / name).write_text("precious")
-    for folder in ("afolder", "afolder.h5ad", "afolder.json"):
+    for folder in ("afolder", "afolder.h5ad", "afolder.json", "afolder.pdb"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "data.txt").write_text("precious")
     args = [str(EXAMPLE) if a == "IN" else a.replace("EXISTING", str(existing)) for a in args]

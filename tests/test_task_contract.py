@@ -118,7 +118,7 @@ def test_a_task_with_kwargs_or_defaults_follows_the_contract() -> None:
 
     check_task("embed", catch_all, "catch_all")
     check_task("embed", extra_option, "extra_option")
-    check_task("design", lambda: None, "a task the CLI does not run")  # plugin-invented tasks are not checked
+    check_task("fold", lambda: None, "a task the CLI does not run")  # plugin-invented tasks are not checked
 
 
 def test_too_few_positional_arguments_are_refused() -> None:
@@ -135,7 +135,7 @@ def test_contracts_are_read_from_the_protocols() -> None:
     assert contract.keywords == ("batch_size", "var_column", "layer", "seed")
     assert contract.optional == ("key", "devices")
     assert contract.result_keys == ("cells", "dims", "key", "steps")
-    assert set(CONTRACTS) == {"embed", "annotate", "finetune", "generate", "sample", "score"}
+    assert set(CONTRACTS) == {"embed", "annotate", "finetune", "generate", "sample", "score", "design", "pack"}
 
 
 def test_every_installed_plugins_tasks_follow_their_contracts() -> None:

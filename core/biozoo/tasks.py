@@ -78,6 +78,16 @@ class ScoreResult(TypedDict):
     structures: list[dict[str, Any]]
 
 
+class DesignResult(TypedDict):
+    """What ``design`` and ``pack`` return: the structure written, its size, sequence and provenance header."""
+
+    output: str
+    residues: int
+    chains: int
+    sequence: str  #: one-letter codes of the written structure, in file order
+    provenance: dict[str, str]
+
+
 # -- the callables ------------------------------------------------------------------------------------------------
 
 
@@ -187,9 +197,39 @@ class SampleTask(Protocol):
 
 
 class ScoreTask(Protocol):
-    """``zoo score``: scores of structure files."""
+    """``zoo score``: scores of structure files (``--sequence``: of their sequences, by a design network)."""
 
-    def __call__(self, model: Any, paths: Sequence[Path], /, *, num_samples: int, seed: int) -> ScoreResult: ...
+    def __call__(
+        self, model: Any, paths: Sequence[Path], /, *, num_samples: int, seed: int, sequence: bool = False
+    ) -> ScoreResult: ...
+
+
+class DesignTask(Protocol):
+    """``zoo design``: the structure in ``input_path`` with a designed sequence and packed side chains."""
+
+    def __call__(
+        self,
+        model: Any,
+        input_path: Path,
+        output_path: Path,
+        /,
+        *,
+        method: str,
+        selection: str | None,
+        ban: Sequence[str] | None,
+        temperature: float,
+        seed: int,
+        sweeps: int = 500,
+        symmetry_order: int | None = None,  #: one sequence for this many identical copies (Potts design)
+    ) -> DesignResult: ...
+
+
+class PackTask(Protocol):
+    """``zoo pack``: the structure in ``input_path`` with its side chains packed for its sequence."""
+
+    def __call__(
+        self, model: Any, input_path: Path, output_path: Path, /, *, temperature: float, seed: int
+    ) -> DesignResult: ...
 
 
 # -- what is enforced ---------------------------------------------------------------------------------------------
@@ -284,6 +324,8 @@ CONTRACTS: dict[str, TaskContract] = {
         ("generate", GenerateTask),
         ("sample", SampleTask),
         ("score", ScoreTask),
+        ("design", DesignTask),
+        ("pack", PackTask),
     )
 }
 

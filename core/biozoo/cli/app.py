@@ -936,10 +936,16 @@ def score_cmd(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="also write the scores (per time too) to a .json file")
     ] = None,
+    sequence: Annotated[
+        bool, typer.Option("--sequence", help="score sequences and side chains with the design network instead")
+    ] = False,
     device: Device = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Score protein backbones with a structure model (Chroma): ELBO, reconstruction MSEs, H-bond recovery."""
+    """Score protein backbones with a structure model (Chroma): ELBO, reconstruction MSEs, H-bond recovery.
+
+    With --sequence: -log p of the sequence and side chains, side-chain RMSD and clashes (a design network)."""
+    from biozoo.tasks import CONTRACTS
     from biozoo.utils.atomic import atomic_write_text, staged_output
 
     _check_structures(structures)
@@ -948,23 +954,135 @@ def score_cmd(
     with contextlib.ExitStack() as stack:
         stage = stack.enter_context(staged_output(output, overwrite=overwrite)) if output is not None else None
         loaded, run = _task("score", model, device, None)
-        result = run(loaded, structures, num_samples=num_samples, seed=seed)
+        options = {"sequence": True} if sequence else {}
+        if options and not CONTRACTS["score"].accepts(run, "sequence"):
+            raise BiozooError(f"the score task of {loaded.zoo.manifest.id} cannot score sequences",
+                              "leave out --sequence")  # fmt: skip
+        result = run(loaded, structures, num_samples=num_samples, seed=seed, **options)
         if stage is not None:
             atomic_write_text(stage, json.dumps(result, indent=2) + "\n")
     if as_json:
         _print_json(result)
     else:
+        metrics = result.get("metrics", SCORE_METRICS)  # a task may name its own columns (--sequence does)
         rows = [
             (
                 row["file"],
-                *("-" if row["scores"][k] is None else f"{row['scores'][k]:.4g}" for k in SCORE_METRICS),
+                *("-" if row["scores"].get(k) is None else f"{row['scores'][k]:.4g}" for k in metrics),
                 f"{row['residues']} residues, {row['chains']} chain(s)",
             )
             for row in result["structures"]
         ]
-        _print_rows(("structure", *SCORE_METRICS, "size"), rows)
+        _print_rows(("structure", *metrics, "size"), rows)
     if output is not None:
         err.print(f"[bold green]scored[/] {len(result['structures'])} structure(s) -> {escape(str(output))}")
+
+
+class DesignMethod(StrEnum):
+    potts = "potts"
+    autoregressive = "autoregressive"
+
+
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"  # one-letter codes design may ban (Chroma's alphabet)
+
+
+def _ban_list(value: str | None) -> str | None:
+    """An option callback: ``--ban C,M`` names known one-letter residues and leaves at least one type."""
+    if value is None:
+        return None
+    letters = [p.strip().upper() for p in value.split(",") if p.strip()]
+    unknown = [p for p in letters if len(p) != 1 or p not in AMINO_ACIDS]
+    if unknown or not letters:
+        raise _click_exceptions().BadParameter(f"{value!r} is not a comma-separated list of one-letter residues "
+                                               f"from {AMINO_ACIDS}")  # fmt: skip
+    if len(set(letters)) == len(AMINO_ACIDS):
+        raise _click_exceptions().BadParameter("it bans every residue type, so nothing could be designed")
+    return ",".join(letters)
+
+
+def _structure_paths(source: Path, output: Path) -> None:
+    """The input is a structure file and the output a new .pdb or .cif, checked before the model is loaded."""
+    _check_structures([source])
+    if output.suffix not in (".pdb", ".cif"):
+        raise BiozooError(f"the output {output} must end in .pdb or .cif", "e.g. -o designed.pdb")
+    if output.resolve() == source.resolve():
+        raise BiozooError("the output would overwrite the input", "write to a new file with -o; the input is kept")
+
+
+StructureIn = Annotated[
+    Path, typer.Argument(metavar="STRUCTURE", help="PDB or mmCIF file (.pdb, .cif, optionally .gz)")
+]
+StructureOut = Annotated[Path, typer.Option("--output", "-o", help="new .pdb or .cif file")]
+DesignModel = Annotated[
+    str, typer.Argument(metavar="MODEL", help="a design network (chroma.design), or a converted folder holding one")
+]
+
+
+@app.command("design")
+def design_cmd(
+    model: DesignModel,
+    source: StructureIn,
+    output: StructureOut,
+    method: Annotated[DesignMethod, typer.Option(help="Potts MCMC or autoregressive decoding")] = DesignMethod.potts,
+    selection: Annotated[
+        str | None, typer.Option(metavar="SEL", help='residues to design, e.g. "A:10-20 B" (default: all)')
+    ] = None,
+    ban: Annotated[str | None, typer.Option(callback=_ban_list, metavar="X,Y", help="residues never to use, e.g. C,M")]
+    = None,
+    temperature: Annotated[
+        float, typer.Option(callback=_positive, help="sequence temperature (low: near the most likely sequence)")
+    ] = 0.01,
+    sweeps: Annotated[int, typer.Option(min=1, help="Potts MCMC sweeps")] = 500,
+    symmetry_order: Annotated[
+        int | None, typer.Option(min=1, help="one sequence for N identical copies (chains in N equal runs; potts)")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the design and packing draws")] = 0,
+    device: Device = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Design a sequence for a protein structure and pack its side chains (Chroma's design network)."""
+    from biozoo.tasks import CONTRACTS
+    from biozoo.utils.atomic import staged_output
+
+    _structure_paths(source, output)
+    if symmetry_order is not None and method is not DesignMethod.potts:
+        raise BiozooError("--symmetry-order works with Potts design only", "use --method potts, or leave it out")
+    with staged_output(output, overwrite=overwrite) as stage:
+        loaded, run = _task("design", model, device, None)
+        options = {"symmetry_order": symmetry_order} if symmetry_order is not None else {}
+        if options and not CONTRACTS["design"].accepts(run, "symmetry_order"):
+            raise BiozooError(f"the design task of {loaded.zoo.manifest.id} cannot design symmetric sequences",
+                              "leave out --symmetry-order")  # fmt: skip
+        result = run(loaded, source, stage, method=method.value, selection=selection,
+                     ban=ban.split(",") if ban else None, temperature=temperature, seed=seed, sweeps=sweeps,
+                     **options)  # fmt: skip
+    changed = f", {result['changed']} changed" if "changed" in result else ""
+    out.print(f"[bold green]designed[/] {result['residues']} residues ({result['chains']} chain(s){changed}) -> "
+              f"{escape(str(output))}", soft_wrap=True)  # fmt: skip
+    out.print(result["sequence"], soft_wrap=True, markup=False)
+
+
+@app.command("pack")
+def pack_cmd(
+    model: DesignModel,
+    source: StructureIn,
+    output: StructureOut,
+    temperature: Annotated[
+        float, typer.Option(callback=_positive, help="chi temperature (low: near the most likely rotamers)")
+    ] = 1e-3,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the decoding order and chi draws")] = 0,
+    device: Device = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Pack the side chains of a protein structure for its sequence (Chroma's design network)."""
+    from biozoo.utils.atomic import staged_output
+
+    _structure_paths(source, output)
+    with staged_output(output, overwrite=overwrite) as stage:
+        loaded, run = _task("pack", model, device, None)
+        result = run(loaded, source, stage, temperature=temperature, seed=seed)
+    out.print(f"[bold green]packed[/] {result['residues']} residues ({result['chains']} chain(s)) -> "
+              f"{escape(str(output))}", soft_wrap=True)  # fmt: skip
 
 
 @app.command("convert")

@@ -71,4 +71,10 @@ def biozoo_tasks() -> list[TaskDecl]:
     return [
         TaskDecl("sample", "chroma.backbone", "biozoo_chroma.tasks:sample", "sample backbones into PDB/mmCIF files"),
         TaskDecl("score", "chroma.backbone", "biozoo_chroma.tasks:score", "score PDB/mmCIF backbones (ELBO, MSEs)"),
+        TaskDecl("score", "chroma.design", "biozoo_chroma.tasks:score_design", "score sequences and side chains"),
+        *(
+            TaskDecl(task, architecture, f"biozoo_chroma.tasks:{task}", what)
+            for task, what in (("design", "design a sequence and pack it"), ("pack", "pack side chains"))
+            for architecture in ("chroma.design", "chroma.backbone")  # a backbone folder: its design/ network
+        ),
     ]

@@ -200,12 +200,16 @@ def score(
     num_samples: int = 50,
     seed: int = 0,
     progress: bool = True,
+    sequence: bool = False,
 ) -> dict[str, Any]:
     """Score each structure file alone with ``model.score_backbone`` (``zoo score``).
 
     Every file is read before any is scored, so an unreadable one fails fast. Each is scored in its own batch:
-    in a shared one its ELBO would depend on the others (log|det R| counts the batch's chains).
+    in a shared one its ELBO would depend on the others (log|det R| counts the batch's chains). With ``sequence``
+    the folder's design network scores sequences and side chains instead (:func:`score_sequences`).
     """
+    if sequence:
+        return score_sequences(model, paths, seed=seed)
     from tqdm.auto import tqdm
 
     from biozoo_chroma.losses import METRICS, check_num_samples_and_tspan
@@ -230,3 +234,126 @@ def score(
         })  # fmt: skip
     result["structures"] = rows
     return result
+
+
+# -- design, pack and sequence scores (issue 13): the design network, found from a design or backbone model ------
+
+NO_DESIGN_HINT = (
+    "give a chroma.design model (e.g. chroma/demo-design), or a folder converted with its design network: "
+    "zoo convert chroma BACKBONE.pt DESIGN.pt -o OUT"
+)
+
+
+def design_network(model: torch.nn.Module) -> torch.nn.Module:
+    """The design network: ``model`` itself, or the one a converted backbone folder holds in ``design/``."""
+    from biozoo.api import load, zoo_record
+    from biozoo_chroma.convert import design_folder
+    from biozoo_chroma.design.network import ChromaDesign
+
+    if isinstance(model, ChromaDesign):
+        return model
+    record = zoo_record(model)
+    folder = design_folder(record.location.folder) if record is not None else None
+    if folder is None:
+        name = record.manifest.id if record is not None else type(model).__name__
+        raise InvalidArgumentError(f"{name} is a backbone model without a design network", NO_DESIGN_HINT)
+    return load(folder, device=next(model.parameters()).device)
+
+
+def _sequence(protein: Any) -> str:
+    from biozoo_chroma.constants import AA20
+
+    return "".join(AA20[int(i)] for i in protein.to_XCS()[2][0])
+
+
+def _write_structure(protein: Any, path: Path, net: torch.nn.Module, command: str, settings: dict[str, Any]) -> dict:
+    """Write ``protein`` with its provenance header; what the CLI reports about it."""
+    fields = provenance(net, settings)
+    fields["generator"] = fields["generator"].replace("zoo sample", command)
+    write_sample(protein, path, fields)
+    return {"residues": len(protein), "chains": len(protein.chain_ids), "sequence": _sequence(protein),
+            "provenance": fields}  # fmt: skip
+
+
+def design(
+    model: torch.nn.Module,
+    input_path: Path,
+    output_path: Path,
+    /,
+    *,
+    method: str = "potts",
+    selection: str | None = None,
+    ban: Sequence[str] | None = None,
+    temperature: float = 0.01,
+    seed: int = 0,
+    sweeps: int = 500,
+    symmetry_order: int | None = None,
+) -> dict[str, Any]:
+    """``zoo design``: a designed sequence with packed side chains for the structure in ``input_path``
+    (``symmetry_order`` n: one sequence for n identical copies of an asymmetric unit, Potts only)."""
+    from biozoo_chroma.design.api import design as design_protein
+    from biozoo_chroma.structures import Protein
+
+    net = design_network(model)
+    protein = Protein(input_path)
+    designed = design_protein(
+        net, protein, design_ban_S=list(ban) if ban else None, design_method=method, design_selection=selection,
+        temperature_S=temperature, potts_mcmc_depth=sweeps, potts_symmetry_order=symmetry_order, seed=seed,
+    )  # fmt: skip
+    settings = {"input": Path(input_path).name, "method": method, "selection": selection or "all",
+                "ban": ",".join(ban) if ban else "-", "temperature": temperature, "seed": seed}  # fmt: skip
+    if method == "potts":
+        settings["sweeps"] = sweeps
+    if symmetry_order is not None:
+        settings["symmetry_order"] = symmetry_order
+    result = _write_structure(designed, Path(output_path), net, "zoo design", settings)
+    before, after = _sequence(protein), result["sequence"]
+    return result | {"output": str(output_path), "changed": sum(a != b for a, b in zip(before, after, strict=True))}
+
+
+def pack(
+    model: torch.nn.Module, input_path: Path, output_path: Path, /, *, temperature: float = 1e-3, seed: int = 0
+) -> dict[str, Any]:
+    """``zoo pack``: the structure in ``input_path`` with every side chain packed for its sequence."""
+    from biozoo_chroma.design.api import pack as pack_protein
+    from biozoo_chroma.structures import Protein
+
+    net = design_network(model)
+    packed = pack_protein(net, Protein(input_path), temperature_chi=temperature, seed=seed)
+    settings = {"input": Path(input_path).name, "temperature_chi": temperature, "seed": seed}
+    return _write_structure(packed, Path(output_path), net, "zoo pack", settings) | {"output": str(output_path)}
+
+
+def score_sequences(model: torch.nn.Module, paths: Sequence[Path | str], *, seed: int = 0) -> dict[str, Any]:
+    """``zoo score --sequence``: each file's sequence and side-chain scores under the design network, alone."""
+    from biozoo_chroma.design.api import SEQUENCE_SCORES, score_sequence
+    from biozoo_chroma.structures import Protein
+
+    net = design_network(model)
+    proteins = [Protein(path) for path in paths]
+    head = provenance(net, {})
+    result: dict[str, Any] = {
+        "generator": head["generator"].replace("zoo sample", "zoo score --sequence"), "model": head["model"],
+        "weights_sha256": head["weights_sha256"], "seed": seed, "t": 0.0, "metrics": list(SEQUENCE_SCORES),
+    }  # fmt: skip
+    rows = []
+    for path, protein in zip(paths, proteins, strict=True):
+        scores = score_sequence(net, protein, seed=seed)
+        rows.append({
+            "file": str(path), "residues": len(protein), "chains": len(protein.chain_ids),
+            "scores": {k: _finite(float(scores[k])) for k in SEQUENCE_SCORES if k in scores},
+        })  # fmt: skip
+    result["structures"] = rows
+    return result
+
+
+def score_design(
+    model: torch.nn.Module, paths: Sequence[Path | str], *, num_samples: int = 50, seed: int = 0, sequence: bool = False
+) -> dict[str, Any]:
+    """``zoo score`` on a design network: it scores sequences and side chains, so ``--sequence`` is required."""
+    if not sequence:
+        raise InvalidArgumentError(
+            "a design network scores sequences and side chains, not backbones",
+            "add --sequence, or give a backbone model to score backbones",
+        )
+    return score_sequences(model, paths, seed=seed)
