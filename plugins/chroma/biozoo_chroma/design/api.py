@@ -275,7 +275,8 @@ def score_sequence(
     Per protein: ``neglogp`` and its terms ``neglogp_S`` (autoregressive), ``neglogp_S_marginals``,
     ``neglogp_S_potts`` (when the network has those heads), ``neglogp_chi`` (nats per residue or chi angle;
     lower is better), ``rmsd`` (Å per residue) and ``clash`` (per residue) of side chains re-drawn at temperature
-    0.01, each a 0-dim tensor; ``mask_chi [L, 4]``, ``permute_idx [L]`` (the decoding order) and ``t``. A list
+    0.01, each a 0-dim tensor; ``mask_chi [L, 4]``, ``permute_idx`` (the decoding order over the batch's
+    positions) and ``t``. A list
     is one padded batch and gives a list; one Protein gives one dict. Residues missing side-chain atoms are left
     out, as in the reference (all-atom XCS). The decoding order and the chi draws come from ``seed`` (default 0,
     so a score repeats) or ``generator``.
