@@ -276,6 +276,23 @@ def test_zoo_design_pack_and_score_sequence(tmp_path: Path, folders: tuple[Path,
     assert not (tmp_path / "x.pdb").exists()
 
 
+DEMO_DESIGN = Path(__file__).resolve().parents[3] / "registry/chroma/demo/design/manifest.yaml"
+
+
+@needs_data
+@pytest.mark.skipif(not DEMO_DESIGN.is_file(), reason="chroma/demo-design is not in the registry")
+def test_zoo_design_with_the_demo_design_network(tmp_path: Path) -> None:
+    from test_chroma_convert import run_cli
+
+    Protein(TS50[3]).to_PDB(tmp_path / "in.pdb")
+    proc = run_cli("design", "chroma/demo-design", "in.pdb", "-o", "out.pdb", "--method", "autoregressive",
+                   cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    designed = Protein(tmp_path / "out.pdb")
+    assert len(designed) == len(Protein(tmp_path / "in.pdb"))
+    assert bool((designed.to_XCS(all_atom=True)[1] > 0).all())
+
+
 if __name__ == "__main__":
     print("| compared | worst |\n|---|---|")
     for case in ("fixed", "batched", "random"):
