@@ -193,6 +193,7 @@ class SampleTask(Protocol):
         integrate_func: str,
         sde_func: str,
         symmetry: str | None = None,  #: a point group ("C3", "D2"): chain_lengths is the whole assembly
+        design: str | None = None,  #: then design each sample ("potts" or "autoregressive")
     ) -> SampleResult: ...
 
 

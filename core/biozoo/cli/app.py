@@ -784,6 +784,11 @@ def generate_cmd(
     )
 
 
+class DesignMethod(StrEnum):
+    potts = "potts"
+    autoregressive = "autoregressive"
+
+
 class StructureFormat(StrEnum):
     pdb = "pdb"
     cif = "cif"
@@ -866,6 +871,10 @@ def sample_cmd(
         str | None,
         typer.Option(metavar="GROUP", help="symmetric assembly: C2, C3, ..., D2, ... (--chains is the whole assembly)"),
     ] = None,
+    design: Annotated[
+        DesignMethod | None,
+        typer.Option(help="then design each sample's sequence and side chains with the model's design network"),
+    ] = None,
     device: Device = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -876,10 +885,13 @@ def sample_cmd(
     lengths = _sample_lengths(length, chains)
     with staged_output(output, overwrite=overwrite, folder=True, markers=(SAMPLES_INDEX,)) as stage:
         loaded, run = _task("sample", model, device, None)
-        options = {"symmetry": symmetry} if symmetry is not None else {}
-        if options and not CONTRACTS["sample"].accepts(run, "symmetry"):
-            raise BiozooError(f"the sample task of {loaded.zoo.manifest.id} cannot sample symmetric assemblies",
-                              "leave out --symmetry")  # fmt: skip
+        options: dict[str, Any] = {"symmetry": symmetry} if symmetry is not None else {}
+        if design is not None:
+            options["design"] = design.value
+        for flag, keyword, what in (("--symmetry", "symmetry", "sample symmetric assemblies"),
+                                    ("--design", "design", "design sequences")):  # fmt: skip
+            if keyword in options and not CONTRACTS["sample"].accepts(run, keyword):
+                raise BiozooError(f"the sample task of {loaded.zoo.manifest.id} cannot {what}", f"leave out {flag}")
         result = run(
             loaded,
             stage,
@@ -976,11 +988,6 @@ def score_cmd(
         _print_rows(("structure", *metrics, "size"), rows)
     if output is not None:
         err.print(f"[bold green]scored[/] {len(result['structures'])} structure(s) -> {escape(str(output))}")
-
-
-class DesignMethod(StrEnum):
-    potts = "potts"
-    autoregressive = "autoregressive"
 
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"  # one-letter codes design may ban (Chroma's alphabet)

@@ -7,7 +7,7 @@ and re-made. Nothing time-dependent is written: the same model, settings and see
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +132,14 @@ def sample(
     sde_func: str = "reverse_sde",
     progress: bool = True,
     symmetry: str | None = None,
+    design: str | None = None,
 ) -> dict[str, Any]:
     """Sample ``samples`` backbones into ``output_dir/sample_000.<fmt>``, ...; batch ``b`` is seeded ``seed + b``.
+
+    With ``design`` (``"potts"`` or ``"autoregressive"``) each backbone then gets a sequence and side chains from
+    the model's design network (:func:`biozoo_chroma.design.api.design` at its defaults, seeded ``seed + i`` for
+    sample ``i``; a symmetric assembly gets one sequence for all its copies, so it needs ``"potts"``). The design
+    network is found before anything is sampled, so a backbone model without one fails at once.
 
     With ``symmetry`` (``"C3"``, ``"D2"``, ...) ``chain_lengths`` is the whole assembly: its asymmetric unit is
     sampled with a :class:`~biozoo_chroma.conditioners.SymmetryConditioner` (the denoiser sees up to 6 copies)
@@ -157,6 +163,7 @@ def sample(
 
         unit = asymmetric_unit(lengths, symmetry)
         conditioner = SymmetryConditioner(symmetry, min(group_order(symmetry) - 1, MAX_SYMMETRY_NEIGHBORS))
+    designer = _sample_designer(model, design, symmetry)
     settings = {
         "chain_lengths": lengths, "samples": samples, "steps": steps, "seed": seed, "batch_size": batch_size,
         "langevin_factor": langevin_factor, "inverse_temperature": inverse_temperature,
@@ -164,6 +171,8 @@ def sample(
     }  # fmt: skip
     if symmetry is not None:
         settings["symmetry"] = symmetry
+    if design is not None:
+        settings["design"] = design
     fields = provenance(model, settings)
     output_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=steps * samples, desc="sampling", unit="step", leave=False, disable=not progress)
@@ -179,11 +188,40 @@ def sample(
             for i, protein in enumerate(proteins):
                 name = f"sample_{start + i:03d}.{fmt}"
                 header = fields | {"sample": str(start + i), "batch_seed": str(seed + b)}
+                if designer is not None:
+                    protein = designer(protein, seed + start + i)
                 write_sample(protein, output_dir / name, header)
                 written.append(name)
     finally:
         bar.close()
     return {"files": written, "residues": sum(lengths), "chains": len(lengths), "provenance": fields}
+
+
+def _sample_designer(
+    model: torch.nn.Module, method: str | None, symmetry: str | None
+) -> Callable[[Any, int], Any] | None:
+    """``(protein, seed) -> designed protein`` for ``zoo sample --design``, checked before anything is sampled."""
+    if method is None:
+        return None
+    from biozoo_chroma.design.api import METHODS
+    from biozoo_chroma.design.api import design as design_protein
+
+    if method not in METHODS:
+        raise InvalidArgumentError(f"unknown design method {method!r}", "use --design potts or --design autoregressive")
+    order = None
+    if symmetry is not None:
+        if method != "potts":
+            raise InvalidArgumentError(
+                "a symmetric assembly gets one sequence for all its copies, which only Potts design can do",
+                "use --design potts with --symmetry",
+            )
+        from biozoo_chroma.conditioners import group_order
+
+        order = group_order(symmetry)
+    net = design_network(model)  # a backbone without a design network fails here, before sampling
+    return lambda protein, seed: design_protein(
+        net, protein, design_method=method, potts_symmetry_order=order, seed=seed
+    )
 
 
 def _finite(value: float) -> float | None:

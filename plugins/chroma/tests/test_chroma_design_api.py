@@ -301,3 +301,23 @@ if __name__ == "__main__":
     for design_name in json.loads(golden()[1]["designs"]):
         wrong, worst = check_design(design_name)
         print(f"| design {design_name}: S mismatches / X (Å) | {wrong} / {worst:.2g} |")
+
+
+def test_zoo_sample_design_samples_then_designs_each_backbone(tmp_path: Path) -> None:
+    """`zoo sample chroma/demo --design`: backbones from the demo, then sequences and side chains from its design/."""
+    from test_chroma_convert import run_cli
+
+    args = ("sample", "chroma/demo", "--length", "24", "-n", "1", "--steps", "30", "--inverse-temperature", "1",
+            "--langevin-factor", "0", "-o", "out")  # fmt: skip  (settings under which the weak demo stays compact)
+    proc = run_cli(*args, "--design", "autoregressive", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    designed = Protein(tmp_path / "out" / "sample_000.pdb")
+    X, C, _ = designed.to_XCS(all_atom=True)
+    assert X.shape[-2] == 14 and bool((C > 0).all()) and len(set(designed.sequence())) > 1
+    atoms = int((X.abs().sum(-1) > 0).sum())
+    assert atoms > 4 * len(designed)  # side chains were built: more than the backbone's four atoms each
+    assert "design" in json.loads((tmp_path / "out" / "samples.json").read_text())["provenance"]
+    refused = run_cli(*args[:-1], "sym", "--chains", "12,12", "--symmetry", "C2", "--design", "autoregressive",
+                      cwd=tmp_path)  # fmt: skip
+    assert refused.returncode == 1 and "use --design potts with --symmetry" in refused.stderr
+    assert not (tmp_path / "sym").exists()
