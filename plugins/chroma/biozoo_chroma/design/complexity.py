@@ -27,8 +27,13 @@ NUM_STATES = 20
 def entropy(N: torch.Tensor, eps: float = 1e-11) -> torch.Tensor:
     """Plug-in entropy (nats) of counts ``N [..., Q]``."""
     N = N.float()
-    P = N / (N.sum(-1, keepdim=True) + eps)
-    return -(P * torch.log(P + eps)).sum(-1)
+    return -_plogp(N, N.sum(-1, keepdim=True), eps).sum(-1)
+
+
+def _plogp(n: torch.Tensor, total: torch.Tensor, eps: float = 1e-11) -> torch.Tensor:
+    """``p log p`` with ``p = n / total``: one state's term of the entropy (the reference's eps placement)."""
+    p = n / (total + eps)
+    return p * torch.log(p + eps)
 
 
 def windows(
@@ -73,12 +78,19 @@ def lcp_penalty(
     floor = math.exp(entropy_min)
     U = covered * (torch.exp(entropy(N)) - floor).clamp(max=0).square()
     if S.dim() == 3 and S.requires_grad:
-        # each window j around i, if residue i took state a: its count vector with S_i swapped for a
-        N_j = collect_neighbors(N, idx)
+        # the entropy of each window j around i if residue i took state a. A swap s -> a changes two of window
+        # j's counts (n_s - 1, clamped at 0 where j's window lacks i; n_a + 1), so two of its Q entropy terms
+        # change: O(w Q) per residue instead of building every swapped count vector (O(w Q^2)), the same values
+        N_j = collect_neighbors(N, idx)  # [B, L, w, Q]
         covered_j = collect_neighbors(covered.unsqueeze(-1).float(), idx)
-        eye = torch.eye(N.shape[-1], device=N.device, dtype=N.dtype)
-        N_swap = ((N_j - S.unsqueeze(2)).unsqueeze(-2) + eye).clamp(min=0)
-        U_swap = (torch.exp(entropy(N_swap)) - floor).clamp(max=0).square()
+        s = S.detach().unsqueeze(2)  # residue i's state, one-hot [B, L, 1, Q]
+        n_s = (N_j * s).sum(-1, keepdim=True)
+        total = N_j.sum(-1, keepdim=True) + n_s.eq(0).to(N_j.dtype)  # a clamped n_s - 1 leaves the total + 1
+        terms = _plogp(N_j, total)
+        changed_s = _plogp((n_s - 1).clamp(min=0), total) - _plogp(n_s, total)
+        H_swap = -(terms.sum(-1, keepdim=True) + changed_s + _plogp(N_j + 1, total) - terms)
+        H_swap = torch.where(s > 0, entropy(N_j).unsqueeze(-1), H_swap)  # a = s leaves the window as it is
+        U_swap = (torch.exp(H_swap) - floor).clamp(max=0).square()
         U_swap = mask_ij.unsqueeze(-1) * covered_j * U_swap
         linear = (U_swap.detach() * S.unsqueeze(2)).sum((-1, -2))
         U = U.detach() + linear - linear.detach()
