@@ -86,7 +86,9 @@ def test_zoo_embed_writes_provenance(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     keyed = ad.read_h5ad(again)
     assert set(keyed.obsm) == {"X_pbmc_small"} and set(keyed.uns["biozoo"]) == {"X_pbmc_small"}
-    assert (keyed.obsm["X_pbmc_small"] == result.obsm["X_autoregressive"]).all()
+    # the same embeddings under another key (to float32 noise: two processes on a loaded machine have differed
+    # by up to 3e-4, see the issue-13 note)
+    np.testing.assert_allclose(keyed.obsm["X_pbmc_small"], result.obsm["X_autoregressive"], atol=2e-3)
 
 
 def test_bad_requests_are_named_and_leave_no_output(tmp_path: Path, model) -> None:
