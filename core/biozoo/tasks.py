@@ -194,6 +194,8 @@ class SampleTask(Protocol):
         sde_func: str,
         symmetry: str | None = None,  #: a point group ("C3", "D2"): chain_lengths is the whole assembly
         design: str | None = None,  #: then design each sample ("potts" or "autoregressive")
+        motif: Path | None = None,  #: a structure file whose chains are sampled around ``motif_residues``
+        motif_residues: str | None = None,  #: the residues of ``motif`` kept exactly, e.g. "A:10-20"
     ) -> SampleResult: ...
 
 

@@ -843,8 +843,41 @@ def _sample_lengths(length: int | None, chains: str | None) -> list[int]:
     return lengths
 
 
+def _is_default(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was left at its default (not given on the command line or by the environment).
+
+    Compared by name: typer >= 0.28 ships its own copy of click, whose ``ParameterSource`` is not click's."""
+    source = ctx.get_parameter_source(name)
+    return source is None or source.name in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _motif_lengths(
+    motif: Path | None, residues: str | None, length: int | None, chains: str | None, symmetry: str | None
+) -> list[int]:
+    """``--motif`` options checked together before any model is loaded (the system is the motif file's)."""
+    if motif is None or not residues:
+        given, missing = ("--motif", "--motif-residues") if motif is not None else ("--motif-residues", "--motif")
+        raise BiozooError(f"{given} needs {missing}", 'give both, e.g. --motif in.pdb --motif-residues "A:10-20"')
+    if length is not None or chains is not None:
+        raise BiozooError(
+            "--motif samples the motif file's own chains, so --length and --chains do not apply",
+            "leave out --length/--chains (edit the structure file to change the chains)",
+        )
+    if symmetry is not None:
+        raise BiozooError("--motif and --symmetry cannot be combined yet", "leave out --symmetry or --motif")
+    _check_structures([motif])
+    return []
+
+
+# `zoo sample --motif`: the sampler settings the reference's tutorial uses for substructure conditioning. With the
+# reverse SDE at its defaults the scaffold around a fixed motif drifts apart (generatebio/chroma issue #24); these
+# take effect for the options the command line leaves at their defaults.
+MOTIF_SAMPLER = {"sde_func": "langevin", "langevin_factor": 4.0, "inverse_temperature": 8.0}
+
+
 @app.command("sample")
 def sample_cmd(
+    ctx: typer.Context,
     model: Model,
     output: Annotated[Path, typer.Option("--output", "-o", help="new folder for sample_000.pdb, ...")],
     length: Annotated[
@@ -875,21 +908,43 @@ def sample_cmd(
         DesignMethod | None,
         typer.Option(help="then design each sample's sequence and side chains with the model's design network"),
     ] = None,
+    motif: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="STRUCTURE",
+            help="scaffold a motif: sample this file's chains around --motif-residues (unless given: --sde langevin "
+            "--langevin-factor 4 --inverse-temperature 8)",
+        ),
+    ] = None,
+    motif_residues: Annotated[
+        str | None,
+        typer.Option(metavar="SELECTION", help='the residues of --motif kept exactly, e.g. "A:10-20" or "A:5-9,30"'),
+    ] = None,
     device: Device = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Sample protein backbones from a generative structure model (Chroma) into PDB or mmCIF files."""
+    """Sample protein backbones from a generative structure model (Chroma) into PDB or mmCIF files.
+
+    With --motif and --motif-residues the selected residues of a structure keep their backbone exactly and the
+    rest of its chains is sampled around them (motif scaffolding)."""
     from biozoo.tasks import CONTRACTS
     from biozoo.utils.atomic import atomic_write_text, staged_output
 
-    lengths = _sample_lengths(length, chains)
+    options: dict[str, Any] = {"symmetry": symmetry} if symmetry is not None else {}
+    sampler = {"sde_func": sde.value, "langevin_factor": langevin_factor, "inverse_temperature": inverse_temperature}
+    if motif is not None or motif_residues is not None:
+        lengths = _motif_lengths(motif, motif_residues, length, chains, symmetry)
+        options |= {"motif": motif, "motif_residues": motif_residues}
+        sampler |= {key: value for key, value in MOTIF_SAMPLER.items() if _is_default(ctx, key.removesuffix("_func"))}
+    else:
+        lengths = _sample_lengths(length, chains)
     with staged_output(output, overwrite=overwrite, folder=True, markers=(SAMPLES_INDEX,)) as stage:
         loaded, run = _task("sample", model, device, None)
-        options: dict[str, Any] = {"symmetry": symmetry} if symmetry is not None else {}
         if design is not None:
             options["design"] = design.value
         for flag, keyword, what in (("--symmetry", "symmetry", "sample symmetric assemblies"),
-                                    ("--design", "design", "design sequences")):  # fmt: skip
+                                    ("--design", "design", "design sequences"),
+                                    ("--motif", "motif", "scaffold motifs")):  # fmt: skip
             if keyword in options and not CONTRACTS["sample"].accepts(run, keyword):
                 raise BiozooError(f"the sample task of {loaded.zoo.manifest.id} cannot {what}", f"leave out {flag}")
         result = run(
@@ -901,16 +956,14 @@ def sample_cmd(
             seed=seed,
             fmt=fmt.value,
             batch_size=batch_size,
-            langevin_factor=langevin_factor,
-            inverse_temperature=inverse_temperature,
             integrate_func=integrator.value,
-            sde_func=sde.value,
+            **sampler,
             **options,
         )
         atomic_write_text(stage / SAMPLES_INDEX, json.dumps(result, indent=2) + "\n")
     out.print(
-        f"[bold green]sampled[/] {len(result['files'])} structure(s) of {sum(lengths)} residues "
-        f"({len(lengths)} chain(s)) -> {escape(str(output))}",
+        f"[bold green]sampled[/] {len(result['files'])} structure(s) of {result['residues']} residues "
+        f"({result['chains']} chain(s)) -> {escape(str(output))}",
         soft_wrap=True,
     )
 

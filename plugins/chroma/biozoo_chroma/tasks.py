@@ -19,6 +19,7 @@ FORMATS = ("pdb", "cif")
 REMARK = "REMARK 999 "  # free-text remarks: PDB assigns no meaning to 999
 HEADER_CATEGORY = "biozoo_sample"
 MAX_SYMMETRY_NEIGHBORS = 5  # copies besides the AU that the denoiser sees (the rest follow by symmetry)
+MAX_MOTIF_RESIDUES = 1500  # the conditioned prior is dense: 6000^2 float64 matrices, a cubic factorisation
 PDB_RANGE = (-999.9995, 9999.9995)  # PDB's %8.3f coordinate columns hold -999.999 .. 9999.999
 
 
@@ -133,6 +134,8 @@ def sample(
     progress: bool = True,
     symmetry: str | None = None,
     design: str | None = None,
+    motif: Path | str | None = None,
+    motif_residues: str | None = None,
 ) -> dict[str, Any]:
     """Sample ``samples`` backbones into ``output_dir/sample_000.<fmt>``, ...; batch ``b`` is seeded ``seed + b``.
 
@@ -145,6 +148,11 @@ def sample(
     sampled with a :class:`~biozoo_chroma.conditioners.SymmetryConditioner` (the denoiser sees up to 6 copies)
     and every file holds the full assembly.
 
+    With ``motif`` (a structure file) and ``motif_residues`` (a selection such as ``"A:10-20"``) the system is
+    the motif file's chains, residue numbers and chain ids (``chain_lengths`` is ignored): the selected residues
+    keep their backbone exactly and their amino acids, everything else is sampled around them with a
+    :class:`~biozoo_chroma.conditioners.SubstructureConditioner`; ``design`` then designs only the scaffold.
+
     The model's :meth:`~biozoo_chroma.backbone.model.ChromaBackbone.sample` checks every setting before
     anything runs; this checks what it adds (format, batch size) first.
     """
@@ -156,8 +164,9 @@ def sample(
         raise InvalidArgumentError(f"unknown format {fmt!r}", f"use --format {' or --format '.join(FORMATS)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size!r}", "e.g. --batch-size 4")
-    lengths = check_chain_lengths(list(chain_lengths))
-    unit, conditioner = lengths, None
+    scaffold = _motif_scaffold(model, motif, motif_residues, symmetry) if motif or motif_residues else None
+    lengths = check_chain_lengths(list(chain_lengths) if scaffold is None else scaffold.chain_lengths)
+    unit, conditioner = lengths, None if scaffold is None else scaffold.conditioner
     if symmetry is not None:
         from biozoo_chroma.conditioners import SymmetryConditioner, asymmetric_unit, group_order
 
@@ -173,6 +182,8 @@ def sample(
         settings["symmetry"] = symmetry
     if design is not None:
         settings["design"] = design
+    if scaffold is not None:
+        settings |= {"motif": Path(str(motif)).name, "motif_residues": str(motif_residues)}
     fields = provenance(model, settings)
     output_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=steps * samples, desc="sampling", unit="step", leave=False, disable=not progress)
@@ -181,6 +192,7 @@ def sample(
         for b, (start, size) in enumerate(_batches(samples, batch_size)):
             proteins = model.sample(
                 samples=size, steps=steps, chain_lengths=unit, conditioner=conditioner, langevin_factor=langevin_factor,
+                protein_init=None if scaffold is None else scaffold.protein,
                 inverse_temperature=inverse_temperature, integrate_func=integrate_func, sde_func=sde_func,
                 seed=seed + b, on_step=lambda _, n=size: bar.update(n),
             )  # fmt: skip
@@ -188,8 +200,10 @@ def sample(
             for i, protein in enumerate(proteins):
                 name = f"sample_{start + i:03d}.{fmt}"
                 header = fields | {"sample": str(start + i), "batch_seed": str(seed + b)}
+                if scaffold is not None:
+                    protein = scaffold.restore(protein)
                 if designer is not None:
-                    protein = designer(protein, seed + start + i)
+                    protein = designer(protein, seed + start + i, None if scaffold is None else ~scaffold.mask)
                 write_sample(protein, output_dir / name, header)
                 written.append(name)
     finally:
@@ -219,9 +233,57 @@ def _sample_designer(
 
         order = group_order(symmetry)
     net = design_network(model)  # a backbone without a design network fails here, before sampling
-    return lambda protein, seed: design_protein(
-        net, protein, design_method=method, potts_symmetry_order=order, seed=seed
+    return lambda protein, seed, selection: design_protein(
+        net, protein, design_method=method, design_selection=selection, potts_symmetry_order=order, seed=seed
     )
+
+
+class _MotifScaffold:
+    """``zoo sample --motif``: the motif file's system, its conditioner, and the sample put back in its frame."""
+
+    def __init__(self, model: torch.nn.Module, motif: Path | str, residues: str) -> None:
+        from biozoo_chroma.conditioners import SubstructureConditioner, motif_mask
+        from biozoo_chroma.structures import Protein
+
+        original = Protein(motif)
+        if len(original) > MAX_MOTIF_RESIDUES:
+            raise InvalidArgumentError(
+                f"{Path(motif).name} has {len(original):,} residues; motif scaffolding handles at most "
+                f"{MAX_MOTIF_RESIDUES:,} (its conditioned prior is a dense (4L)^2 matrix)",
+                "cut the structure file down to the chains around the motif",
+            )
+        self.mask = motif_mask(original, residues)[0]  # checked on the file: every motif residue has a backbone
+        X, C, S = original.to_XCS()
+        self.S = torch.where(self.mask, S[0], torch.zeros_like(S[0]))  # the scaffold's residues are sampled
+        self.ids = {"chain_ids": original.chain_ids, "residue_ids": original.residue_ids,
+                    "insertion_codes": original.insertion_codes}  # fmt: skip
+        # residues the file lacks (C < 0) are sampled like the rest of the scaffold
+        self.protein = Protein.from_XCS(X, C.abs(), self.S[None], **self.ids)
+        self.conditioner = SubstructureConditioner(self.protein, model, self.mask[None])
+        self.chain_lengths = [int(n) for n in torch.bincount(C.abs()[0])[1:] if n > 0]
+
+    def restore(self, sample: Any) -> Any:
+        """The sampled backbone with the motif's chain ids, residue numbers and motif residue types."""
+        from biozoo_chroma.structures import Protein
+
+        X, C, _ = sample.to_XCS()
+        return Protein.from_XCS(X, C, self.S[None], **self.ids)
+
+
+def _motif_scaffold(
+    model: torch.nn.Module, motif: Path | str | None, residues: str | None, symmetry: str | None
+) -> _MotifScaffold:
+    """The motif set-up, with its options checked together before anything is sampled."""
+    if motif is None or not residues:
+        given, missing = ("--motif", "--motif-residues") if motif is not None else ("--motif-residues", "--motif")
+        raise InvalidArgumentError(
+            f"{given} needs {missing}", 'give both, e.g. --motif in.pdb --motif-residues "A:10-20"'
+        )
+    if symmetry is not None:
+        raise InvalidArgumentError(
+            "motif scaffolding and symmetric assemblies cannot be combined yet", "leave out --symmetry or --motif"
+        )
+    return _MotifScaffold(model, motif, residues)
 
 
 def _finite(value: float) -> float | None:

@@ -34,9 +34,9 @@ def motif_mask(protein: Protein, selection: Any) -> torch.Tensor:
     from biozoo_chroma.design.selection import SelectionError, resolve_selection
 
     try:
-        D = resolve_selection(protein, selection)
+        D = resolve_selection(protein, selection, what="motif residues")
     except SelectionError as e:
-        raise ConditionerError(f"motif residues: {e.message}", e.hint) from None
+        raise ConditionerError(e.message, e.hint) from None
     C = protein.to_XCS()[1]
     if not bool(D.any()):
         raise ConditionerError("the motif selection is empty", 'select residues to keep, e.g. "A:10-20"')

@@ -53,21 +53,21 @@ def _hint_runs(chain: str, labels: list[str], numbers: np.ndarray, codes: list[s
     return f"chain {chain} has residues {', '.join(text)}{more}"
 
 
-def _mask_shape_error(shape: tuple[int, ...], length: int) -> SelectionError:
+def _mask_shape_error(shape: tuple[int, ...], length: int, what: str) -> SelectionError:
     return SelectionError(
-        f"the design selection mask has shape {list(shape)}, but the protein has {length} residues",
+        f"the {what} mask has shape {list(shape)}, but the protein has {length} residues",
         f"pass a boolean mask of shape [{length}] or [1, {length}], or a selection string such as \"A:10-20\"",
     )
 
 
-def _resolve_part(part: str, protein: Protein, chain_of: np.ndarray, mask: np.ndarray) -> None:
+def _resolve_part(part: str, protein: Protein, chain_of: np.ndarray, mask: np.ndarray, what: str) -> None:
     """Set ``mask`` at the positions one part (``A`` or ``A:10-20,25``) names."""
     chain, sep, spec = part.partition(":")
     chain_ids = protein.chain_ids
     chains = [k for k, cid in enumerate(chain_ids) if cid == chain]
     if not chains:
         raise SelectionError(
-            f"design selection {part!r}: chain {chain!r} does not exist in this protein",
+            f"{what} {part!r}: chain {chain!r} does not exist in this protein",
             f"its chains are {', '.join(map(repr, chain_ids))}",
         )
     in_chain = np.isin(chain_of, chains)
@@ -81,39 +81,40 @@ def _resolve_part(part: str, protein: Protein, chain_of: np.ndarray, mask: np.nd
     where = {label: i for i, label in reversed(list(enumerate(labels)))}  # first occurrence wins
     items = spec.split(",")
     if not spec or not all(_ITEM.match(item.strip()) for item in items):
-        raise SelectionError(f"design selection {part!r} cannot be read", _SYNTAX_HINT)
+        raise SelectionError(f"{what} {part!r} cannot be read", _SYNTAX_HINT)
     for item in items:
         ends = _ITEM.match(item.strip()).groups()  # type: ignore[union-attr]
         found = []
         for end in filter(None, ends):
             if end not in where:
                 raise SelectionError(
-                    f"design selection {part!r}: residue {end} is not in chain {chain}",
+                    f"{what} {part!r}: residue {end} is not in chain {chain}",
                     _hint_runs(chain, labels, numbers, codes),
                 )
             found.append(where[end])
         first, last = found[0], found[-1]
         if last < first:
             raise SelectionError(
-                f"design selection {part!r}: the range {item.strip()} runs backwards ({ends[1]} comes before "
+                f"{what} {part!r}: the range {item.strip()} runs backwards ({ends[1]} comes before "
                 f"{ends[0]} in chain {chain})",
                 f"write the range from its first residue to its last, e.g. {ends[1]}-{ends[0]}",
             )
         mask[positions[first : last + 1]] = True
 
 
-def resolve_selection(protein: Protein, selection: Any) -> torch.Tensor:
-    """The positions to design, ``[1, L]`` bool, from a boolean mask or a selection string (or list of them)."""
+def resolve_selection(protein: Protein, selection: Any, what: str = "design selection") -> torch.Tensor:
+    """The positions to design, ``[1, L]`` bool, from a boolean mask or a selection string (or list of them);
+    errors call it ``what`` (``"motif residues"`` when it picks a motif)."""
     L = len(protein)
     if isinstance(selection, torch.Tensor | np.ndarray):
         mask = torch.as_tensor(selection)
         if mask.dtype != torch.bool:
             raise SelectionError(
-                f"the design selection mask has dtype {mask.dtype}, not bool",
+                f"the {what} mask has dtype {mask.dtype}, not bool",
                 "pass a boolean mask (True: design this residue), or a selection string such as \"A:10-20\"",
             )
         if tuple(mask.shape) not in ((L,), (1, L)):
-            raise _mask_shape_error(tuple(mask.shape), L)
+            raise _mask_shape_error(tuple(mask.shape), L, what)
         return mask.reshape(1, L).cpu()
     if isinstance(selection, str):
         parts = selection.replace(";", " ").split()
@@ -121,14 +122,14 @@ def resolve_selection(protein: Protein, selection: Any) -> torch.Tensor:
         parts = [p for s in selection for p in s.replace(";", " ").split()]
     else:
         raise SelectionError(
-            f"a design selection must be a boolean mask or a string, got {type(selection).__name__}", _SYNTAX_HINT
+            f"a {what} must be a boolean mask or a string, got {type(selection).__name__}", _SYNTAX_HINT
         )
     if not parts:
-        raise SelectionError("the design selection is empty", _SYNTAX_HINT)
+        raise SelectionError(f"the {what} is empty", _SYNTAX_HINT)
     chain_of = protein.to_XCS()[1][0].abs().numpy() - 1
     mask = np.zeros(L, dtype=bool)
     for part in parts:
-        _resolve_part(part, protein, chain_of, mask)
+        _resolve_part(part, protein, chain_of, mask, what)
     return torch.from_numpy(mask).reshape(1, L)
 
 
