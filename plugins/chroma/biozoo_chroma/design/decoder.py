@@ -22,13 +22,14 @@ from torch import nn
 from biozoo.components.base import Component
 from biozoo.components.ports import Port, Ports
 from biozoo.plugins.declarations import ComponentKind
+from biozoo_chroma.design.causal import add_context, decoding_state, teacher_forced, unpermute
 from biozoo_chroma.design.heads import SequenceHead
 from biozoo_chroma.design.potts import sample_categorical
 from biozoo_chroma.design.traversal import DECODING_ORDER
 from biozoo_chroma.graph.feature_graph import EDGE_H, EDGE_IDX, EDGE_MASK, NODE_H, NODE_MASK
 from biozoo_chroma.graph.gnn import GraphNN
 from biozoo_chroma.graph.keys import split_encoder_kwargs
-from biozoo_chroma.graph.ops import collect_neighbors, edge_mask_causal, permute_graph_embeddings, permute_tensor
+from biozoo_chroma.graph.ops import permute_tensor
 from biozoo_chroma.sidechains.head import SEQUENCE
 
 #: ``bias(t, S_p, C_p, idx_p, edge_idx_t, mask_ij_t) -> [B, 1, Q]``, added to the log-probabilities at step t.
@@ -89,14 +90,8 @@ class SequenceDecoder(Component):
         permute_idx: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced ``(logp_S [B, L], log_probs [B, L, Q])`` in the original residue order."""
-        node_p, edge_p, edge_idx_p, mask_i_p, mask_ij_p = permute_graph_embeddings(
-            node_h, edge_h, edge_idx, mask_i, mask_ij, permute_idx
-        )
-        causal = edge_mask_causal(edge_idx_p, mask_ij_p)
-        h_S = self.W_S(permute_tensor(S, 1, permute_idx))
-        edge_p = edge_p + causal.unsqueeze(-1) * collect_neighbors(h_S, edge_idx_p).to(edge_p.dtype)
-        node_p, _ = self.gnn(node_p, edge_p, edge_idx_p, mask_i_p, causal)
-        node_h = permute_tensor(node_p, 1, torch.argsort(permute_idx, dim=-1))
+        context_p = self.W_S(permute_tensor(S, 1, permute_idx))
+        node_h = teacher_forced(self.gnn, context_p, node_h, edge_h, edge_idx, mask_i, mask_ij, permute_idx)
         return self.decoder_S(S, node_h, mask_i)
 
     @torch.no_grad()
@@ -123,26 +118,15 @@ class SequenceDecoder(Component):
         nucleus-filtered with ``top_p``, shifted by ``bias``); without it ``S`` is scored as given (clamped), which
         equals :meth:`forward`.
         """
-        node_p, edge_p, edge_idx_p, mask_i_p, mask_ij_p = permute_graph_embeddings(
-            node_h, edge_h, edge_idx, mask_i, mask_ij, permute_idx
-        )
-        causal = edge_mask_causal(edge_idx_p, mask_ij_p)
+        tensors = decoding_state(node_h, edge_h, edge_idx, mask_i, mask_ij, permute_idx)
         B, L = C.shape
         idx = torch.arange(L, device=C.device).expand(B, L)
         S_given = permute_tensor(S, 1, permute_idx)
         allowed_p = None if allowed is None else permute_tensor(allowed, 1, permute_idx)
-        tensors: dict[str, Any] = {
-            "node_h": node_p, "edge_h": edge_p, "edge_idx": edge_idx_p, "mask_i": mask_i_p, "mask_ij": causal,
+        tensors |= {
             "C_p": permute_tensor(C, 1, permute_idx), "idx_p": permute_tensor(idx, 1, permute_idx),
-            "S_p": torch.zeros_like(S), "logp_S_p": torch.zeros(B, L, device=C.device, dtype=node_p.dtype),
-            "h_S_p": torch.zeros(B, L, edge_p.shape[-1], device=C.device, dtype=edge_p.dtype),
+            "S_p": torch.zeros_like(S), "logp_S_p": torch.zeros(B, L, device=C.device, dtype=node_h.dtype),
         }  # fmt: skip
-
-        def pre(t: int, ts: dict[str, Any]) -> dict[str, Any]:
-            """Add the types decoded so far to node t's edges (the layer-0 edge cache)."""
-            h_S_ij = collect_neighbors(ts["h_S_p"], ts["edge_idx"][:, t : t + 1])
-            ts["edge_h_cache"][0][:, t : t + 1] += ts["mask_ij"][:, t : t + 1].unsqueeze(-1) * h_S_ij
-            return ts
 
         def post(t: int, ts: dict[str, Any]) -> dict[str, Any]:
             """Choose residue t's type, score it and embed it for the residues after it."""
@@ -161,9 +145,8 @@ class SequenceDecoder(Component):
                 S_t = sample_categorical(logits / temperature, generator)
             ts["S_p"][:, t : t + 1] = S_t
             ts["logp_S_p"][:, t : t + 1] = self.decoder_S(S_t, node_t, mask_t)[0]
-            ts["h_S_p"][:, t : t + 1] = self.W_S(S_t).to(ts["h_S_p"].dtype)
+            ts["context_p"][:, t : t + 1] = self.W_S(S_t).to(ts["context_p"].dtype)
             return ts
 
-        tensors = self.gnn.sequential(tensors, pre_step_function=pre, post_step_function=post)
-        inverse = torch.argsort(permute_idx, dim=-1)
-        return permute_tensor(tensors["S_p"], 1, inverse), permute_tensor(tensors["logp_S_p"], 1, inverse)
+        tensors = self.gnn.sequential(tensors, pre_step_function=add_context, post_step_function=post)
+        return unpermute(tensors["S_p"], permute_idx), unpermute(tensors["logp_S_p"], permute_idx)

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from biozoo_chroma.design.causal import add_context, decoding_state, teacher_forced, unpermute
 from biozoo_chroma.graph.geometry import compute_dtype
 from biozoo_chroma.graph.gnn import GraphNN
 from biozoo_chroma.graph.keys import split_encoder_kwargs
-from biozoo_chroma.graph.ops import collect_neighbors, edge_mask_causal, permute_graph_embeddings, permute_tensor
+from biozoo_chroma.graph.ops import permute_tensor
 from biozoo_chroma.sidechains.chi import bin_edges
 from biozoo_chroma.sidechains.head import NodeChiRBF, NodePredictorChi
 from biozoo_chroma.sidechains.tables import NUM_CHI
@@ -73,14 +74,8 @@ class ChiDecoder(nn.Module):
         permute_idx: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced ``(logp_chi [B, L, 4], log_probs_chi [B, L, 4, bins])`` in the original residue order."""
-        node_p, edge_p, edge_idx_p, mask_i_p, mask_ij_p = permute_graph_embeddings(
-            node_h, edge_h, edge_idx, mask_i, mask_ij, permute_idx
-        )
-        causal = edge_mask_causal(edge_idx_p, mask_ij_p)
-        h_p = self.context(permute_tensor(S, 1, permute_idx), permute_tensor(chi, 1, permute_idx))
-        edge_p = edge_p + causal.unsqueeze(-1) * collect_neighbors(h_p, edge_idx_p).to(edge_p.dtype)
-        node_p, _ = self.gnn(node_p, edge_p, edge_idx_p, mask_i_p, causal)
-        node_h = permute_tensor(node_p, 1, torch.argsort(permute_idx, dim=-1))
+        context_p = self.context(permute_tensor(S, 1, permute_idx), permute_tensor(chi, 1, permute_idx))
+        node_h = teacher_forced(self.gnn, context_p, node_h, edge_h, edge_idx, mask_i, mask_ij, permute_idx)
         return self.decoder_chi(S, chi, mask_chi, node_h, mask_i)
 
     @torch.no_grad()
@@ -106,9 +101,7 @@ class ChiDecoder(nn.Module):
         [B, L, 4]`` (one per residue and chi, in residue order), except where ``keep [B, L]`` is true: there the
         given ``chi`` stay. Without ``sample`` the given chi are scored (clamped), which equals :meth:`forward`.
         """
-        node_p, edge_p, edge_idx_p, mask_i_p, mask_ij_p = permute_graph_embeddings(
-            node_h, edge_h, edge_idx, mask_i, mask_ij, permute_idx
-        )
+        tensors = decoding_state(node_h, edge_h, edge_idx, mask_i, mask_ij, permute_idx)
         S_p = permute_tensor(S, 1, permute_idx)
         # chi stay in at least float32 (the head samples them so): bf16 would round them by up to 0.01 rad
         chi_given = permute_tensor(chi, 1, permute_idx).to(compute_dtype(node_h.dtype))
@@ -116,19 +109,10 @@ class ChiDecoder(nn.Module):
         keep_p = None if keep is None else permute_tensor(keep, 1, permute_idx).unsqueeze(-1)
         u_p = None if uniforms is None else permute_tensor(uniforms, 1, permute_idx)
         B, L = S.shape
-        tensors: dict[str, Any] = {
-            "node_h": node_p, "edge_h": edge_p, "edge_idx": edge_idx_p, "mask_i": mask_i_p,
-            "mask_ij": edge_mask_causal(edge_idx_p, mask_ij_p),
-            "chi_p": torch.zeros_like(chi_given), "logp_chi_p": torch.zeros(B, L, NUM_CHI, device=S.device,
-                                                                             dtype=node_p.dtype),
-            "h_p": torch.zeros(B, L, edge_p.shape[-1], device=S.device, dtype=edge_p.dtype),
-        }  # fmt: skip
-
-        def pre(t: int, ts: dict[str, Any]) -> dict[str, Any]:
-            """Add the types and chi decoded so far to node t's edges (the layer-0 edge cache)."""
-            h_ij = collect_neighbors(ts["h_p"], ts["edge_idx"][:, t : t + 1])
-            ts["edge_h_cache"][0][:, t : t + 1] += ts["mask_ij"][:, t : t + 1].unsqueeze(-1) * h_ij
-            return ts
+        tensors |= {
+            "chi_p": torch.zeros_like(chi_given),
+            "logp_chi_p": torch.zeros(B, L, NUM_CHI, device=S.device, dtype=node_h.dtype),
+        }
 
         def post(t: int, ts: dict[str, Any]) -> dict[str, Any]:
             """Choose residue t's chi, score them and embed them for the residues after it."""
@@ -141,9 +125,8 @@ class ChiDecoder(nn.Module):
                 chi_t = drawn if keep_p is None else torch.where(keep_p[:, t : t + 1], chi_t, drawn)
             ts["chi_p"][:, t : t + 1] = chi_t
             ts["logp_chi_p"][:, t : t + 1] = self.decoder_chi(S_t, chi_t, mask_chi_t, node_t, mask_t)[0]
-            ts["h_p"][:, t : t + 1] = self.context(S_t, chi_t).to(ts["h_p"].dtype)
+            ts["context_p"][:, t : t + 1] = self.context(S_t, chi_t).to(ts["context_p"].dtype)
             return ts
 
-        tensors = self.gnn.sequential(tensors, pre_step_function=pre, post_step_function=post)
-        inverse = torch.argsort(permute_idx, dim=-1)
-        return permute_tensor(tensors["chi_p"], 1, inverse), permute_tensor(tensors["logp_chi_p"], 1, inverse)
+        tensors = self.gnn.sequential(tensors, pre_step_function=add_context, post_step_function=post)
+        return unpermute(tensors["chi_p"], permute_idx), unpermute(tensors["logp_chi_p"], permute_idx)
