@@ -921,6 +921,7 @@ def sample_cmd(
         typer.Option(metavar="SELECTION", help='the residues of --motif kept exactly, e.g. "A:10-20" or "A:5-9,30"'),
     ] = None,
     device: Device = None,
+    dtype: DType = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Sample protein backbones from a generative structure model (Chroma) into PDB or mmCIF files.
@@ -939,7 +940,7 @@ def sample_cmd(
     else:
         lengths = _sample_lengths(length, chains)
     with staged_output(output, overwrite=overwrite, folder=True, markers=(SAMPLES_INDEX,)) as stage:
-        loaded, run = _task("sample", model, device, None)
+        loaded, run = _task("sample", model, device, None, dtype)
         if design is not None:
             options["design"] = design.value
         for flag, keyword, what in (("--symmetry", "symmetry", "sample symmetric assemblies"),
@@ -1005,6 +1006,7 @@ def score_cmd(
         bool, typer.Option("--sequence", help="score sequences and side chains with the design network instead")
     ] = False,
     device: Device = None,
+    dtype: DType = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Score protein backbones with a structure model (Chroma): ELBO, reconstruction MSEs, H-bond recovery.
@@ -1018,7 +1020,7 @@ def score_cmd(
         raise BiozooError(f"the output {output} must end in .json", "e.g. -o scores.json")
     with contextlib.ExitStack() as stack:
         stage = stack.enter_context(staged_output(output, overwrite=overwrite)) if output is not None else None
-        loaded, run = _task("score", model, device, None)
+        loaded, run = _task("score", model, device, None, dtype)
         options = {"sequence": True} if sequence else {}
         if options and not CONTRACTS["score"].accepts(run, "sequence"):
             raise BiozooError(f"the score task of {loaded.zoo.manifest.id} cannot score sequences",
@@ -1098,6 +1100,7 @@ def design_cmd(
     ] = None,
     seed: Annotated[int, typer.Option(min=0, help="seed of the design and packing draws")] = 0,
     device: Device = None,
+    dtype: DType = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Design a sequence for a protein structure and pack its side chains (Chroma's design network)."""
@@ -1108,7 +1111,7 @@ def design_cmd(
     if symmetry_order is not None and method is not DesignMethod.potts:
         raise BiozooError("--symmetry-order works with Potts design only", "use --method potts, or leave it out")
     with staged_output(output, overwrite=overwrite) as stage:
-        loaded, run = _task("design", model, device, None)
+        loaded, run = _task("design", model, device, None, dtype)
         options = {"symmetry_order": symmetry_order} if symmetry_order is not None else {}
         if options and not CONTRACTS["design"].accepts(run, "symmetry_order"):
             raise BiozooError(f"the design task of {loaded.zoo.manifest.id} cannot design symmetric sequences",
@@ -1132,6 +1135,7 @@ def pack_cmd(
     ] = 1e-3,
     seed: Annotated[int, typer.Option(min=0, help="seed of the decoding order and chi draws")] = 0,
     device: Device = None,
+    dtype: DType = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Pack the side chains of a protein structure for its sequence (Chroma's design network)."""
@@ -1139,7 +1143,7 @@ def pack_cmd(
 
     _structure_paths(source, output)
     with staged_output(output, overwrite=overwrite) as stage:
-        loaded, run = _task("pack", model, device, None)
+        loaded, run = _task("pack", model, device, None, dtype)
         result = run(loaded, source, stage, temperature=temperature, seed=seed)
     out.print(f"[bold green]packed[/] {result['residues']} residues ({result['chains']} chain(s)) -> "
               f"{escape(str(output))}", soft_wrap=True)  # fmt: skip

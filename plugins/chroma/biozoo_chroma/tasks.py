@@ -41,6 +41,9 @@ def provenance(model: torch.nn.Module, settings: dict[str, Any]) -> dict[str, st
         "model": manifest.id if manifest is not None else type(model).__name__,
         "weights_sha256": ",".join(f.sha256 for f in files) or "-",
     }
+    dtype = next(model.parameters()).dtype
+    if dtype != torch.float32:  # e.g. --dtype bfloat16: the same seed gives other structures than in float32
+        head["dtype"] = str(dtype).removeprefix("torch.")
     return head | {k: ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v) for k, v in settings.items()}
 
 
@@ -357,7 +360,8 @@ def design_network(model: torch.nn.Module) -> torch.nn.Module:
     if folder is None:
         name = record.manifest.id if record is not None else type(model).__name__
         raise InvalidArgumentError(f"{name} is a backbone model without a design network", NO_DESIGN_HINT)
-    return load(folder, device=next(model.parameters()).device)
+    weight = next(model.parameters())
+    return load(folder, device=weight.device, dtype=weight.dtype)  # as the backbone was loaded (--device, --dtype)
 
 
 def _sequence(protein: Any) -> str:

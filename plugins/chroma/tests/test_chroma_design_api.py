@@ -321,3 +321,38 @@ def test_zoo_sample_design_samples_then_designs_each_backbone(tmp_path: Path) ->
                       cwd=tmp_path)  # fmt: skip
     assert refused.returncode == 1 and "use --design potts with --symmetry" in refused.stderr
     assert not (tmp_path / "sym").exists()
+
+
+@needs_data
+def test_zoo_design_pack_and_sample_run_in_bf16(tmp_path: Path) -> None:
+    """`--dtype bfloat16` on the structure commands: weights cast (the design network of a backbone folder too),
+    outputs complete and near float32's, and the dtype in the header (it changes what a seed gives)."""
+    from test_chroma_convert import run_cli
+
+    from biozoo_chroma.tasks import read_header
+
+    source = str(TS50[0])
+    for dtype in ("bfloat16", "float32"):
+        done = run_cli("design", "chroma/demo-design", source, "-o", f"{dtype}.pdb", "--method", "autoregressive",
+                       "--dtype", dtype, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        done = run_cli("pack", "chroma/demo-design", source, "-o", f"pack_{dtype}.pdb", "--dtype", dtype, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    low, full = Protein(tmp_path / "bfloat16.pdb"), Protein(tmp_path / "float32.pdb")
+    same = sum(a == b for a, b in zip(low.sequence(), full.sequence(), strict=True)) / len(full)
+    assert same > 0.4  # measured 0.60: decoding at T 0.01, where one changed choice changes what follows
+    assert read_header(tmp_path / "bfloat16.pdb")["dtype"] == "bfloat16"
+    assert "dtype" not in read_header(tmp_path / "float32.pdb")
+    A, C, _ = Protein(tmp_path / "pack_bfloat16.pdb").to_XCS(all_atom=True)
+    B, C_full, _ = Protein(tmp_path / "pack_float32.pdb").to_XCS(all_atom=True)
+    assert torch.equal(C, C_full)
+    assert float((A - B).norm(dim=-1).mean()) < 0.5  # Å over all atoms; measured 0.14 (a few chi flip bins)
+    args = ("sample", "chroma/demo", "--length", "24", "--steps", "30", "--inverse-temperature", "1",
+            "--langevin-factor", "0", "--design", "autoregressive", "--dtype", "bfloat16", "-o", "out")  # fmt: skip
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sample = tmp_path / "out" / "sample_000.pdb"
+    assert read_header(sample)["dtype"] == "bfloat16" and len(Protein(sample)) == 24
+    bad = run_cli("design", "chroma/demo-design", source, "-o", "bad.pdb", "--dtype", "float8", cwd=tmp_path)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "hint:" in bad.stderr
+    assert not (tmp_path / "bad.pdb").exists()
