@@ -51,6 +51,13 @@ def main() -> None:
     # protein backbones: Chroma's diffusion architecture, a small demo model trained here on 42 real chains
     run("verify", "chroma/demo")
     run("sample", "chroma/demo", "--length", "60", "-n", "2", "--steps", "100", "-o", str(work / "samples"))
+    # ... and Chroma's design network on a real chain the demo models never saw: a sequence, side chains, scores
+    protein = str(ROOT / "examples" / "2va0A.pdb.gz")
+    run("design", "chroma/demo-design", protein, "-o", str(work / "designed.pdb"))
+    run("pack", "chroma/demo-design", protein, "-o", str(work / "packed.pdb"))
+    run("score", "chroma/demo-design", str(work / "packed.pdb"), str(work / "designed.pdb"), "--sequence")
+    run("sample", "chroma/demo", "--motif", protein, "--motif-residues", "A:60-75", "--steps", "100", "--design",
+        "potts", "-o", str(work / "scaffolds"))  # fmt: skip
 
     # scGPT on real cells: held-out PBMCs the shipped classifier never saw
     run("list", "scgpt")
