@@ -107,6 +107,11 @@ class EmbedTask(Protocol):
         seed: int,
         key: str | None = None,
         devices: list[Any] | None = None,
+        chunk_size: int | None = None,  #: read and embed this many cells at a time, resumably (``parts``)
+        parts: Path | None = None,  #: where a chunked run keeps finished chunks (default: OUTPUT.parts)
+        resume: bool = False,  #: continue the chunked run that left ``parts``
+        restart: bool = False,  #: discard what a previous chunked run left in ``parts``
+        engine: Any = None,  #: a :class:`biozoo.singlecell.chunked.EngineSpec` (``ray``: over a cluster)
     ) -> EmbedResult: ...
 
 

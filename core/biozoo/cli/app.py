@@ -534,6 +534,11 @@ BatchSize = Annotated[
     int | None,
     typer.Option(min=1, help="cells per batch (default: 64 on CPU; on a GPU up to 1024, at most 65,536 padded tokens)"),
 ]
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, mps")]
 DType = Annotated[
     str | None,
@@ -571,8 +576,30 @@ def embed_cmd(
         str | None,
         typer.Option(help="split the cells over several devices, e.g. cuda:0,cuda:1, or all (every visible GPU)"),
     ] = None,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="read and embed this many cells at a time (memory stays flat; resumable)"),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue a chunked run that was stopped (its OUTPUT.parts folder)")
+    ] = False,
+    engine: Annotated[
+        Engine, typer.Option(help="where chunks run: this process, or a Ray cluster (pip install 'biozoo[ray]')")
+    ] = Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: the cluster to join (auto, ray://HOST:10001); default: a local one"),
+    ] = None,
+    actors: Annotated[int | None, typer.Option(min=1, help="--engine ray: model replicas (default 2)")] = None,
+    num_gpus_per_actor: Annotated[
+        float, typer.Option(min=0, help="--engine ray: GPUs each replica takes, e.g. 1 (default 0: CPU)")
+    ] = 0.0,
 ) -> None:
-    """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed, precision) in uns."""
+    """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed, precision) in uns.
+
+    SOURCE may also be a folder of .h5ad shards or a zarr store. With --chunk-size (or such a SOURCE, or
+    --engine ray) cells are read a chunk at a time, finished chunks are kept in OUTPUT.parts so that --resume
+    continues a stopped run, and the output holds obs and the embeddings (no expression matrix)."""
     options: dict[str, Any] = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed}
     if key is not None:
         if not key.strip() or "/" in key:
@@ -580,6 +607,15 @@ def embed_cmd(
         options["key"] = key
     if devices is not None:
         device, options["devices"] = _split_devices(device, devices)
+    chunked = chunk_size is not None or source.is_dir() or engine is not Engine.local
+    if chunked:
+        options |= _chunked_options(source, output, chunk_size, resume, overwrite, engine, address, actors,
+                                    num_gpus_per_actor)  # fmt: skip
+    elif resume or address is not None or actors is not None or num_gpus_per_actor:
+        raise BiozooError(
+            "--resume, --address, --actors and --num-gpus-per-actor are for chunked runs",
+            "add --chunk-size N (or --engine ray), or leave them out",
+        )
     result = _cells_task("embed", model, source, output, overwrite, device, processor, options, dtype, autocast)
     out.print(
         f"[bold green]embedded[/] {result['cells']} cells ({result['dims']} dims) -> {escape(str(output))} "
@@ -587,6 +623,30 @@ def embed_cmd(
         soft_wrap=True,
     )
     _print_steps(result)
+
+
+def _chunked_options(
+    source: Path, output: Path, chunk_size: int | None, resume: bool, overwrite: bool, engine: Engine,
+    address: str | None, actors: int | None, num_gpus_per_actor: float,
+) -> dict[str, Any]:  # fmt: skip
+    """A chunked ``zoo embed``'s task options, checked before anything is loaded."""
+    from biozoo.singlecell.chunked import EngineSpec
+    from biozoo.singlecell.sharded import parts_folder
+
+    spec = EngineSpec(engine.value, address, actors, num_gpus_per_actor)
+    spec.check()
+    if engine is Engine.ray:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise BiozooError("--engine ray needs Ray, which is not installed", "pip install 'biozoo[ray]'")
+    parts = parts_folder(output)
+    if parts.exists() and not resume and not overwrite:
+        raise BiozooError(
+            f"a previous run left {parts}", "add --resume to continue it, or --overwrite to start over"
+        )
+    return {"chunk_size": chunk_size, "parts": parts, "resume": resume, "restart": overwrite and not resume,
+            "engine": spec}  # fmt: skip
 
 
 def _split_devices(device: str | None, devices: str) -> tuple[str, list[Any]]:
@@ -616,10 +676,19 @@ def _cells_task(
     from biozoo.tasks import CONTRACTS
     from biozoo.utils.atomic import staged_output
 
-    _check_h5ad_paths(source, output)
+    chunked = "chunk_size" in options
+    _check_h5ad_paths(None if chunked else source, output)
+    if chunked and not source.exists():
+        raise BiozooError(f"the input {source} is missing", "give an .h5ad file, a zarr store or a folder of shards")
     amp = _precision(device, dtype, autocast)
-    with staged_output(output, overwrite=overwrite, needed=source.stat().st_size) as stage:
+    with staged_output(output, overwrite=overwrite, needed=0 if chunked else source.stat().st_size) as stage:
         loaded, run = _task(task, model, device, processor, dtype)
+        for keyword in ("chunk_size", "resume", "engine"):
+            if keyword in options and not CONTRACTS[task].accepts(run, keyword):
+                raise BiozooError(
+                    f"the {task} task of {loaded.zoo.manifest.id} cannot run in chunks",
+                    "leave out --chunk-size, --resume and --engine, and give one .h5ad file",
+                )
         if "devices" in options and not CONTRACTS[task].accepts(run, "devices"):
             raise BiozooError(
                 f"the {task} task of {loaded.zoo.manifest.id} cannot split cells over devices",

@@ -32,6 +32,7 @@ from biozoo.singlecell.tokenize import TokenizedCells
 if TYPE_CHECKING:
     import torch
 
+    from biozoo.singlecell.chunked import EngineSpec
     from biozoo.tasks import EmbedResult, EmbedTask
 
 #: one batch: the indices of its cells and the model's inputs as host arrays (moved to the device by the core)
@@ -131,12 +132,32 @@ def embed_task(pipeline: Callable[[Any], CellPipeline], key: str | None = None) 
         key: str | None = key,
         progress: bool = True,
         devices: list[torch.device] | None = None,
+        chunk_size: int | None = None,
+        parts: Path | None = None,
+        resume: bool = False,
+        restart: bool = False,
+        engine: EngineSpec | None = None,
     ) -> EmbedResult:
         """Write ``obsm[key]`` (cell embeddings) and ``uns['biozoo'][key]`` provenance to a new ``.h5ad``;
-        ``devices`` splits the cells over several devices (the model is copied to each)."""
+        ``devices`` splits the cells over several devices (the model is copied to each).
+
+        With ``chunk_size``, a folder of shards or a zarr store as input, or a Ray ``engine``, the cells are read
+        and embedded a chunk at a time into ``parts`` (default ``OUTPUT.parts``), resumable with ``resume``
+        (``restart``: discard what a previous run left), and the output holds obs and ``obsm[key]`` only
+        (:mod:`biozoo.singlecell.chunked`)."""
         from biozoo.singlecell.outputs import write_embeddings
 
         cells = pipeline(model)
+        chunked = chunk_size is not None or Path(input_path).is_dir() or (engine is not None and engine.name != "local")
+        if chunked:
+            from biozoo.singlecell.chunked import embed_in_chunks
+
+            return embed_in_chunks(
+                model, pipeline, cells, Path(input_path), Path(output_path), key=key or cells.embedding_key,
+                chunk_size=chunk_size, parts=parts, resume=resume, restart=restart, engine=engine,
+                batch_size=batch_size, var_column=var_column, layer=layer, seed=seed, progress=progress,
+                devices=devices,
+            )  # fmt: skip
 
         def compute(adata: Any) -> tuple[np.ndarray, list[str]]:
             emb, prepared = cells.cell_embeddings(

@@ -1,0 +1,282 @@
+"""Chunked embedding: bounded memory on one machine, resumable, and optionally spread over a Ray cluster.
+
+``zoo embed --chunk-size N`` (also implied by a folder of shards, a zarr store or ``--engine ray``) reads the input
+a chunk at a time (:class:`~biozoo.singlecell.stream.CellSource`), embeds each chunk with the model's own
+:class:`~biozoo.singlecell.pipeline.CellPipeline`, writes each chunk's result atomically into ``OUTPUT.parts/``
+(:class:`~biozoo.singlecell.sharded.ShardedOutput`) and assembles the output when every chunk is there.
+
+Two engines run the chunks, with the same per-chunk work (:func:`embed_chunk`), so their results are identical:
+
+* ``local`` (default): this process, one chunk after another;
+* ``ray``: Ray Data, one model replica per actor (``--actors``, ``--num-gpus-per-actor``), on a local cluster or
+  the one at ``--address``. Actors write their chunks themselves (the output must be on storage every node sees),
+  a dead actor is restarted and its chunk retried; a retried chunk replaces its file with the same content, so no
+  cell is lost or duplicated. Ray is imported only for this engine (``pip install biozoo[ray]``).
+
+Each chunk's preprocessing is seeded by (seed, shard, chunk) (:func:`~biozoo.singlecell.stream.chunk_seed`), so a
+result depends on the seed and the chunk size, never on the engine, the worker or a resume. Models whose
+preprocessing draws nothing (rank-value, autoregressive) give the same embeddings as an unchunked run; scGPT's
+tie-breaking binning depends on the chunk size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from biozoo.errors import BiozooError
+from biozoo.singlecell.sharded import CHUNKS, ShardedOutput, save_chunk
+from biozoo.singlecell.stream import CellSource, Chunk, chunk_seed
+
+if TYPE_CHECKING:
+    from biozoo.singlecell.pipeline import CellPipeline
+
+DEFAULT_CHUNK_SIZE = 10_000
+ENGINES = ("local", "ray")
+#: fault injection for tests and drills: "CHUNK_NAME:MARKER_PATH" exits the worker once, at that chunk
+FAULT_ENV = "BIOZOO_FAIL_ONCE_AT_CHUNK"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Where chunks run: ``local``, or ``ray`` with its cluster address, actor count and per-actor resources."""
+
+    name: str = "local"
+    address: str | None = None  #: a running cluster ("auto", "ray://host:10001"); None starts a local one
+    actors: int | None = None  #: model replicas (default: one per GPU with num_gpus_per_actor, else 2)
+    num_gpus_per_actor: float = 0.0
+    num_cpus_per_actor: float = 1.0
+
+    def check(self) -> None:
+        if self.name not in ENGINES:
+            raise BiozooError(f"unknown engine {self.name!r}", "use --engine local or --engine ray")
+        if self.name == "local" and (self.address or self.actors or self.num_gpus_per_actor):
+            raise BiozooError(
+                "--address, --actors and --num-gpus-per-actor are for --engine ray",
+                "add --engine ray, or leave them out",
+            )
+        if self.actors is not None and self.actors < 1:
+            raise BiozooError(f"--actors {self.actors} must be at least 1", "e.g. --actors 4")
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What a worker needs to embed chunks on its own: how to load the model and read the input, and the settings."""
+
+    pipeline: Callable[[Any], CellPipeline]
+    model_source: str
+    dtype: str | None
+    input_path: str
+    chunks_folder: str
+    var_column: str | None
+    layer: str | None
+    seed: int
+    batch_size: int | None
+
+
+def _fail_once(chunk: Chunk) -> None:
+    spec = os.environ.get(FAULT_ENV, "")
+    name, _, marker = spec.partition(":")
+    if name == chunk.name and marker and not os.path.exists(marker):
+        Path(marker).write_text(str(os.getpid()))
+        os._exit(17)  # the worker dies mid-run, as a killed node would
+
+
+def embed_chunk(
+    cells: CellPipeline, source: CellSource, chunk: Chunk, job: ChunkJob, devices: list[Any] | None = None
+) -> tuple[np.ndarray, Any, list[str]]:
+    """One chunk's embeddings, cell names and preprocessing steps: the whole of a worker's job for it."""
+    adata = source.read(chunk)
+    _fail_once(chunk)
+    values, prepared = cells.cell_embeddings(
+        adata, batch_size=job.batch_size, var_column=job.var_column, layer=job.layer,
+        seed=chunk_seed(job.seed, chunk), progress=False, devices=devices,
+    )  # fmt: skip
+    return values, adata.obs_names, prepared.steps
+
+
+def run_local(
+    cells: CellPipeline, source: CellSource, pending: list[Chunk], out: ShardedOutput, job: ChunkJob,
+    *, devices: list[Any] | None, progress: bool,
+) -> dict[int, str]:  # fmt: skip
+    """Every pending chunk in this process, in order; a shard that fails to read is skipped (returned by index)."""
+    from tqdm.auto import tqdm
+
+    failed: dict[int, str] = {}
+    with tqdm(total=sum(c.cells for c in pending), unit="cell", desc="cells", disable=not progress) as bar:
+        for chunk in pending:
+            if chunk.shard in failed:
+                continue
+            try:
+                adata_values = embed_chunk(cells, source, chunk, job, devices)
+            except BiozooError:
+                raise  # the data or the model is wrong for every chunk: stop with the reason
+            except (OSError, KeyError, ValueError) as exc:  # this shard's file is damaged: the others go on
+                failed[chunk.shard] = f"{type(exc).__name__}: {exc}"
+                continue
+            out.save(chunk, *adata_values)
+            bar.update(chunk.cells)
+    return failed
+
+
+class _ChunkActor:
+    """A Ray actor: one model replica that embeds the chunks it is handed and writes each one's file."""
+
+    def __init__(self, job: ChunkJob, num_threads: int) -> None:
+        import torch
+
+        import biozoo
+
+        torch.set_num_threads(max(1, num_threads))
+        device = "cuda" if torch.cuda.is_available() else None
+        self.job = job
+        self.model = biozoo.load(job.model_source, device=device, dtype=job.dtype)
+        self.cells = job.pipeline(self.model)
+        self.source = CellSource(job.input_path, var_column=job.var_column)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names, counts = [], []
+        for shard, number, start, stop in zip(batch["shard"], batch["number"], batch["start"], batch["stop"],
+                                              strict=True):  # fmt: skip
+            chunk = Chunk(int(shard), int(number), int(start), int(stop))
+            values, obs_names, steps = embed_chunk(self.cells, self.source, chunk, self.job)
+            save_chunk(Path(self.job.chunks_folder), chunk, values, obs_names, steps)
+            names.append(chunk.name)
+            counts.append(chunk.cells)
+        return {"name": np.asarray(names), "cells": np.asarray(counts)}
+
+
+def run_ray(pending: list[Chunk], job: ChunkJob, spec: EngineSpec, *, progress: bool) -> None:
+    """Every pending chunk on a Ray cluster (Ray Data, an actor pool of model replicas); actors write the files."""
+    try:
+        import ray
+    except ImportError:
+        raise BiozooError(
+            "--engine ray needs Ray, which is not installed", "pip install 'biozoo[ray]' (or use --engine local)"
+        ) from None
+    from tqdm.auto import tqdm
+
+    started = not ray.is_initialized()
+    actors = spec.actors or 2
+    if started:
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if spec.address is None:  # a local cluster sized for the pool (Ray counts logical CPUs)
+            options["num_cpus"] = max(1, int(actors * spec.num_cpus_per_actor + 1))
+        ray.init(address=spec.address, **options)
+    try:
+        items = [{"shard": c.shard, "number": c.number, "start": c.start, "stop": c.stop} for c in pending]
+        dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
+            _ChunkActor,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            fn_constructor_kwargs={"job": job, "num_threads": int(max(1, spec.num_cpus_per_actor))},
+            num_cpus=spec.num_cpus_per_actor,
+            num_gpus=spec.num_gpus_per_actor,
+            max_restarts=-1,  # a dead actor is replaced ...
+            max_task_retries=-1,  # ... and the chunk it held is run again
+        )
+        total = sum(c.cells for c in pending)
+        with tqdm(total=total, unit="cell", desc="cells (ray)", disable=not progress) as bar:
+            for row in dataset.iter_rows():
+                bar.update(int(row["cells"]))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def model_source(model: Any) -> str:
+    """Where a worker loads the same model from: the folder it was loaded from (a Hub model's cache folder)."""
+    from biozoo.api import zoo_record
+
+    record = zoo_record(model)
+    if record is None:
+        raise BiozooError("a chunked run needs a model loaded with biozoo.load", "load it with biozoo.load(...)")
+    return str(record.location.folder)
+
+
+def chunk_folder(out: ShardedOutput) -> str:
+    return str(out.folder / CHUNKS)
+
+
+def embed_in_chunks(
+    model: Any,
+    pipeline: Callable[[Any], CellPipeline],
+    cells: CellPipeline,
+    input_path: Path,
+    output_path: Path,
+    *,
+    key: str,
+    chunk_size: int | None,
+    parts: Path | None,
+    resume: bool,
+    restart: bool,
+    engine: EngineSpec | None,
+    batch_size: int | None,
+    var_column: str | None,
+    layer: str | None,
+    seed: int,
+    progress: bool,
+    devices: list[Any] | None,
+) -> dict[str, Any]:
+    """The chunked ``embed`` (see the module docstring): returns what the embed task returns."""
+    from biozoo.singlecell.outputs import provenance
+    from biozoo.singlecell.sharded import parts_folder
+
+    engine = engine or EngineSpec()
+    engine.check()
+    size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
+    if size < 1:
+        raise BiozooError(f"--chunk-size {size} must be at least 1", f"e.g. --chunk-size {DEFAULT_CHUNK_SIZE}")
+    source = CellSource(input_path, var_column=var_column)
+    try:
+        chunks = source.chunks(size)
+        weights = model.zoo.manifest.weights
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        run = {
+            "model": model.zoo.manifest.id,
+            "weights_sha256": {f.path: f.sha256 for f in weights.files} if weights else {},
+            "dtype": dtype,
+            "settings": {"chunk_size": size, "seed": seed, "var_column": var_column, "layer": layer, "key": key},
+            "input": source.fingerprint(),
+        }
+        out = ShardedOutput(parts or parts_folder(output_path), run, resume=resume, overwrite=restart)
+        done = out.finished()
+        pending = [c for c in chunks if c.name not in done]
+        job = ChunkJob(pipeline, model_source(model), dtype, str(input_path), chunk_folder(out), var_column, layer,
+                       seed, batch_size)  # fmt: skip
+        failed = {i: s.error for i, s in enumerate(source.shards) if s.error is not None}
+        if engine.name == "ray":
+            run_ray(pending, job, engine, progress=progress)
+        else:
+            failed |= run_local(cells, source, pending, out, job, devices=devices, progress=progress)
+        done = out.finished()
+        if failed:
+            names = "; ".join(f"{source.shards[i].path.name} ({why})" for i, why in sorted(failed.items()))
+            raise BiozooError(
+                f"could not read {len(failed)} shard(s): {names}. The other shards' {len(done)} chunk(s) are kept "
+                f"in {out.folder}",
+                "fix or remove the shard(s), then run the same command with --resume",
+            )
+        missing = [c.name for c in chunks if c.name not in done]
+        if missing:
+            raise BiozooError(
+                f"{len(missing)} chunk(s) have no result ({', '.join(missing[:3])}); {len(done)} are kept in "
+                f"{out.folder}",
+                "run the same command with --resume",
+            )
+        steps = out.load(chunks[0])[2] if chunks else []
+        uns = provenance(model, "embed", seed, steps) | {
+            "chunking": {"chunk_size": size, "chunks": len(chunks), "engine": engine.name,
+                         "chunk_seed": "numpy SeedSequence([seed, shard, chunk])"},
+            "input": [entry["name"] for entry in run["input"]],
+        }
+        n, dims = out.assemble(source, chunks, output_path, key, uns)
+    finally:
+        source.close()
+    out.remove()
+    return {"cells": n, "dims": dims, "key": f"obsm[{key!r}]", "steps": steps}

@@ -1,0 +1,166 @@
+"""Resumable, sharded results of a chunked run, and their assembly into one ``.h5ad``.
+
+While a chunked ``zoo embed`` runs, its results go to ``OUTPUT.parts/`` beside the output:
+
+* ``run.json``: the model (id and weight hashes), the settings that change results (chunk size, seed, genes
+  column, layer, key, dtype) and the input's fingerprint (each shard's name, size, cell count, cell-names hash);
+* ``chunks/s00000-c000000.npz``, ...: one file per finished chunk (its embeddings and cell names), each written
+  atomically: a chunk file exists only complete, so the set of files *is* the record of finished chunks.
+
+A killed run leaves the folder; ``--resume`` checks that ``run.json`` matches (another model, other settings or
+another input is refused, naming what differs) and computes only the missing chunks. When all are there the
+output is assembled chunk by chunk (obs of the input, ``obsm[key]``, provenance; no expression matrix, so the
+file stays small and the memory flat) and the parts folder is removed. Several workers may write chunks at once:
+a chunk written twice (a retried worker) is replaced by identical content, never duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biozoo.errors import BiozooError
+from biozoo.singlecell.stream import CellSource, Chunk
+from biozoo.utils.atomic import atomic_path, atomic_write_text
+
+RUN_FILE = "run.json"
+CHUNKS = "chunks"
+
+
+def parts_folder(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+def _differences(old: Any, new: Any, where: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{where}.{key}" if where else key)
+        return out
+    return [] if old == new else [f"{where}: {old!r} then, {new!r} now"]
+
+
+def _input_differences(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """The same shards by name and order; a shard that could be read before must be unchanged (one that could
+    not may have been fixed since: its chunks are still to do)."""
+    if [s["name"] for s in old] != [s["name"] for s in new]:
+        return [f"input shards: {[s['name'] for s in old]} then, {[s['name'] for s in new]} now"]
+    return [
+        f"input shard {a['name']} changed"
+        for a, b in zip(old, new, strict=True)
+        if a.get("cells") is not None and a != b
+    ]
+
+
+class ShardedOutput:
+    """``OUTPUT.parts/``: where a chunked run's results live until they are assembled (see the module docstring)."""
+
+    def __init__(self, folder: Path, run: dict[str, Any], *, resume: bool, overwrite: bool) -> None:
+        self.folder = Path(folder)
+        self.chunks_folder = self.folder / CHUNKS
+        self.run = run
+        existing = self.folder / RUN_FILE
+        if self.folder.exists() and not resume:
+            if not overwrite:
+                raise BiozooError(
+                    f"a previous run left {self.folder} ({len(self.finished())} chunk(s) done)",
+                    "add --resume to continue it, or --overwrite to start over",
+                )
+            shutil.rmtree(self.folder)
+        if resume and existing.exists():
+            before = json.loads(existing.read_text())
+            differ = _differences({**before, "input": None}, {**run, "input": None}) + _input_differences(
+                before.get("input", []), run.get("input", [])
+            )
+            if differ:
+                raise BiozooError(
+                    f"--resume: {self.folder} was made by another run ({'; '.join(differ[:4])})",
+                    "resume with the same model, input and settings, or use --overwrite to start over",
+                )
+        self.chunks_folder.mkdir(parents=True, exist_ok=True)
+        if not existing.exists():
+            atomic_write_text(existing, json.dumps(run, indent=2) + "\n")
+
+    def finished(self) -> set[str]:
+        """The chunks whose result file exists (complete: each is written atomically)."""
+        if not self.chunks_folder.is_dir():
+            return set()
+        return {p.name.removesuffix(".npz") for p in self.chunks_folder.glob("*.npz")}
+
+    def path(self, chunk: Chunk) -> Path:
+        return self.chunks_folder / f"{chunk.name}.npz"
+
+    def save(self, chunk: Chunk, values: np.ndarray, obs_names: Iterable[str], steps: list[str]) -> None:
+        save_chunk(self.chunks_folder, chunk, values, obs_names, steps)
+
+    def load(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        with np.load(self.path(chunk), allow_pickle=False) as data:
+            return data["values"], data["obs_names"], [str(s) for s in data["steps"]]
+
+    def assemble(
+        self, source: CellSource, chunks: list[Chunk], stage: Path, key: str, uns: dict[str, Any]
+    ) -> tuple[int, int]:
+        """Write every chunk, in cell order, into the new ``.h5ad`` ``stage``: obs, ``obsm[key]``, ``uns``.
+        Checks each chunk's cell names against the input's. Returns ``(cells, dims)``."""
+        import h5py
+        import pandas as pd
+        from anndata.io import write_elem
+
+        obs = pd.concat([source.obs(i) for i in sorted({c.shard for c in chunks})])
+        n = len(obs)
+        with h5py.File(stage, "w") as f:
+            f.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+            write_elem(f, "obs", _plain(obs))
+            write_elem(f, "var", pd.DataFrame(index=pd.Index([], dtype=object)))
+            for name in ("layers", "obsp", "varm", "varp"):
+                write_elem(f, name, {})
+            obsm = f.create_group("obsm")
+            obsm.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+            row, data, dims = 0, None, 0
+            for chunk in chunks:
+                values, names, _ = self.load(chunk)
+                expected = np.asarray(obs.index[row : row + chunk.cells], dtype=str)
+                if values.shape[0] != chunk.cells or not np.array_equal(names.astype(str), expected):
+                    raise BiozooError(
+                        f"{self.path(chunk).name} does not hold the cells of rows {row}-{row + chunk.cells} "
+                        "of the input",
+                        f"the input changed since the run started: rerun with --overwrite (parts in {self.folder})",
+                    )
+                if data is None:
+                    dims = values.shape[1]
+                    data = obsm.create_dataset(key, shape=(n, dims), dtype=values.dtype, chunks=(min(n, 4096), dims))
+                    data.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+                data[row : row + chunk.cells] = values
+                row += chunk.cells
+            write_elem(f, "uns", {"biozoo": {key: uns}})
+        return n, dims
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def save_chunk(folder: Path, chunk: Chunk, values: np.ndarray, obs_names: Iterable[str], steps: list[str]) -> None:
+    """One chunk's results, atomically (a worker elsewhere on the cluster calls this too)."""
+    target = Path(folder) / f"{chunk.name}.npz"
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh, values=np.ascontiguousarray(values), obs_names=np.asarray(list(obs_names), dtype=str),
+            steps=np.asarray(steps, dtype=str),
+        )  # fmt: skip
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _plain(frame: Any) -> Any:
+    """obs with pandas' string columns as object strings, which every anndata release writes and reads."""
+    import pandas as pd
+
+    from biozoo.singlecell.anndata_io import _object_strings
+
+    return _object_strings(frame.copy(), pd)
