@@ -161,3 +161,22 @@ def test_bad_chunked_options_are_refused_before_loading(tmp_path: Path) -> None:
         done = zoo("embed", AR, str(CELLS), "-o", "out.h5ad", *args, cwd=tmp_path)
         assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_ray_engine_gives_the_local_engine_s_file_and_survives_a_killed_worker(tmp_path: Path) -> None:
+    """A local Ray cluster with 2 actors: the same embeddings in the same cell order as the local engine, with one
+    actor killed mid-run (it is restarted and its chunk retried: nothing lost, nothing duplicated)."""
+    pytest.importorskip("ray")
+    args = ["embed", SCGPT, str(shards(tmp_path)), "--chunk-size", "20"]
+    local = zoo(*args, "-o", "local.h5ad", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr[-2000:]
+    marker = tmp_path / "killed-once"
+    ray = zoo(*args, "-o", "ray.h5ad", "--engine", "ray", "--actors", "2", cwd=tmp_path,
+              env={"BIOZOO_FAIL_ONCE_AT_CHUNK": f"s00001-c000001:{marker}"})  # fmt: skip
+    assert ray.returncode == 0, ray.stderr[-3000:]
+    assert marker.exists()  # an actor did die at that chunk
+    a, names_a = embedding(tmp_path / "local.h5ad", "X_scGPT")
+    b, names_b = embedding(tmp_path / "ray.h5ad", "X_scGPT")
+    assert (names_a == names_b).all() and len(set(names_b)) == 140
+    np.testing.assert_allclose(b, a, atol=SAME, rtol=0)  # same chunks, same seeds: the engine does not matter
+    assert anndata.read_h5ad(tmp_path / "ray.h5ad").uns["biozoo"]["X_scGPT"]["chunking"]["engine"] == "ray"

@@ -159,12 +159,18 @@ def run_ray(pending: list[Chunk], job: ChunkJob, spec: EngineSpec, *, progress: 
         raise BiozooError(
             "--engine ray needs Ray, which is not installed", "pip install 'biozoo[ray]' (or use --engine local)"
         ) from None
+    import logging
+
     from tqdm.auto import tqdm
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-operator progress logs: the bar below says it
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     started = not ray.is_initialized()
     actors = spec.actors or 2
     if started:
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         if spec.address is None:  # a local cluster sized for the pool (Ray counts logical CPUs)
             options["num_cpus"] = max(1, int(actors * spec.num_cpus_per_actor + 1))
         ray.init(address=spec.address, **options)
@@ -177,9 +183,8 @@ def run_ray(pending: list[Chunk], job: ChunkJob, spec: EngineSpec, *, progress: 
             fn_constructor_kwargs={"job": job, "num_threads": int(max(1, spec.num_cpus_per_actor))},
             num_cpus=spec.num_cpus_per_actor,
             num_gpus=spec.num_gpus_per_actor,
-            max_restarts=-1,  # a dead actor is replaced ...
-            max_task_retries=-1,  # ... and the chunk it held is run again
-        )
+        )  # Ray Data's actor defaults (max_restarts and max_task_retries -1): a dead actor is replaced and the
+        # chunk it held runs again (the killed-worker test checks it)
         total = sum(c.cells for c in pending)
         with tqdm(total=total, unit="cell", desc="cells (ray)", disable=not progress) as bar:
             for row in dataset.iter_rows():
