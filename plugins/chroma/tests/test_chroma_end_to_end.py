@@ -27,6 +27,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+# ~2.7 min on 2 CPUs and independent of the data libraries' versions: run in the .venv pass, not again in the
+# newest-releases pass (./dev)
+pytestmark = pytest.mark.slow
+
 GOLDEN = Path(__file__).parent / "golden" / "chroma_end_to_end.safetensors"
 Z = 4.0  # standard errors of the difference of two means: a false alarm per statistic has p ~ 6e-5
 #: statistic -> absolute floor added to the bound (for statistics that barely vary between samples)
