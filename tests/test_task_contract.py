@@ -133,7 +133,7 @@ def test_contracts_are_read_from_the_protocols() -> None:
     contract = contract_of("embed", EmbedTask)
     assert contract.positional == ("model", "input_path", "output_path")
     assert contract.keywords == ("batch_size", "var_column", "layer", "seed")
-    assert contract.optional == ("key", "devices")
+    assert contract.optional == ("key", "devices", "chunk_size", "parts", "resume", "restart", "engine")
     assert contract.result_keys == ("cells", "dims", "key", "steps")
     assert set(CONTRACTS) == {"embed", "annotate", "finetune", "generate", "sample", "score", "design", "pack"}
 
