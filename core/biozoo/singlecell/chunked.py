@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from biozoo.errors import BiozooError
-from biozoo.singlecell.sharded import CHUNKS, ShardedOutput, save_chunk
+from biozoo.singlecell.sharded import ShardedOutput, save_chunk
 from biozoo.singlecell.stream import CellSource, Chunk, chunk_seed
 
 if TYPE_CHECKING:
@@ -204,10 +204,6 @@ def model_source(model: Any) -> str:
     return str(record.location.folder)
 
 
-def chunk_folder(out: ShardedOutput) -> str:
-    return str(out.folder / CHUNKS)
-
-
 def embed_in_chunks(
     model: Any,
     pipeline: Callable[[Any], CellPipeline],
@@ -252,7 +248,7 @@ def embed_in_chunks(
         out = ShardedOutput(parts or parts_folder(output_path), run, resume=resume, overwrite=restart)
         done = out.finished()
         pending = [c for c in chunks if c.name not in done]
-        job = ChunkJob(pipeline, model_source(model), dtype, str(input_path), chunk_folder(out), var_column, layer,
+        job = ChunkJob(pipeline, model_source(model), dtype, str(input_path), str(out.chunks_folder), var_column, layer,
                        seed, batch_size)  # fmt: skip
         failed = {i: s.error for i, s in enumerate(source.shards) if s.error is not None}
         if engine.name == "ray":
