@@ -8,12 +8,16 @@ Three measurements, each in fresh processes (peak RSS by ``/usr/bin/time -f %M``
 * ``--model MODEL --cells N,N``: ``zoo embed MODEL`` unchunked and with ``--chunk-size``, the real model;
 * ``--ray-actors 1,2 --cells N``: ``zoo embed --engine ray --actors K`` on a local Ray cluster.
 
+``--chunked-only`` skips the unchunked real-model run (a million cells would not fit the point), and
+``--rss-every S`` samples the run's resident memory every S seconds, so that a long run shows its memory curve.
+
 The synthetic cells are the held-out PBMCs of ``examples/pbmc68k_test.h5ad`` resampled (raw counts, 765 genes,
 about 250 non-zero per cell), written block by block so that making them needs no more memory than reading them.
 
     .venv/bin/python bench/chunked_embed.py --io 100000,1000000
     .venv/bin/python bench/chunked_embed.py --model autoregressive/pbmc-small --cells 5000,20000
     .venv/bin/python bench/chunked_embed.py --model autoregressive/pbmc-small --ray-actors 1,2 --cells 4000
+    .venv/bin/python bench/chunked_embed.py --cells 1000000 --chunked-only --rss-every 60
 """
 
 from __future__ import annotations
@@ -93,16 +97,42 @@ print(f"{n} {dims} {time.perf_counter() - start:.1f}")
 """
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """(seconds, peak RSS in MB, stdout) of one fresh process."""
+def _rss_mb(pid: int) -> float | None:
+    """The resident memory of ``pid``'s first child (the command under ``/usr/bin/time``), from /proc."""
+    try:
+        child = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0]
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
+
+
+def timed(
+    cmd: list[str], env: dict[str, str] | None = None, rss_every: float = 0
+) -> tuple[float, float, str, list[tuple[float, float]]]:
+    """(seconds, peak RSS in MB, stdout, [(seconds, RSS MB), ...] every ``rss_every`` s) of one fresh process."""
     start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})  # fmt: skip
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    peak_kb = int(done.stderr.strip().splitlines()[-1])
-    return seconds, peak_kb / 1024, done.stdout
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", *cmd], stdout=stdout, stderr=stderr, text=True,
+                                env={**os.environ, **(env or {})})  # fmt: skip
+        curve = []
+        while proc.poll() is None:
+            time.sleep(min(rss_every, 5) if rss_every else 0.2)
+            now = time.perf_counter() - start
+            if rss_every and (not curve or now - curve[-1][0] >= rss_every):
+                rss = _rss_mb(proc.pid)
+                if rss is not None:
+                    curve.append((round(now), round(rss)))
+                    print(f"  {curve[-1][0]} s: {curve[-1][1]} MB", flush=True)
+        seconds = time.perf_counter() - start
+        stdout.seek(0), stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    peak_kb = int(err.strip().splitlines()[-1])
+    return seconds, peak_kb / 1024, out, curve
 
 
 def main() -> None:
@@ -112,6 +142,8 @@ def main() -> None:
     parser.add_argument("--cells", help="comma-separated cell counts for the real-model runs")
     parser.add_argument("--ray-actors", help="comma-separated actor counts (with --cells: one count)")
     parser.add_argument("--chunk-size", type=int, default=10_000)
+    parser.add_argument("--chunked-only", action="store_true", help="skip the unchunked real-model run")
+    parser.add_argument("--rss-every", type=float, default=0, help="sample the run's RSS every S seconds")
     args = parser.parse_args()
     py, zoo = sys.executable, str(Path(sys.executable).with_name("zoo"))
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
@@ -123,13 +155,13 @@ def main() -> None:
             made = time.perf_counter()
             make_cells(data, n)
             made = time.perf_counter() - made
-            seconds, peak, out = timed([py, "-c", IO_WORKER, str(data), str(work / "io.h5ad"), str(args.chunk_size)])
+            seconds, peak, out, _ = timed([py, "-c", IO_WORKER, str(data), str(work / "io.h5ad"), str(args.chunk_size)])
             rows.append({"what": "streaming path (projection)", "cells": n, "chunk": args.chunk_size,
                          "seconds": round(seconds, 1), "cells_per_s": round(n / seconds), "peak_rss_mb": round(peak),
                          "input_mb": round(data.stat().st_size / 2**20), "made_s": round(made, 1)})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
             # what an unchunked embed starts with: the whole file in memory
-            seconds, peak, _ = timed([py, "-c", f"import anndata; anndata.read_h5ad({str(data)!r})"])
+            seconds, peak, _, _ = timed([py, "-c", f"import anndata; anndata.read_h5ad({str(data)!r})"])
             rows.append({"what": "unchunked: anndata.read_h5ad alone", "cells": n, "seconds": round(seconds, 1),
                          "cells_per_s": round(n / seconds), "peak_rss_mb": round(peak)})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
@@ -144,13 +176,16 @@ def main() -> None:
                     runs.append((f"--engine ray --actors {k}", ["--engine", "ray", "--actors", str(k),
                                                                "--chunk-size", str(min(args.chunk_size, n // 4))]))
             else:
-                runs = [("unchunked", []), (f"--chunk-size {args.chunk_size}", ["--chunk-size", str(args.chunk_size)])]
+                runs = [] if args.chunked_only else [("unchunked", [])]
+                runs.append((f"--chunk-size {args.chunk_size}", ["--chunk-size", str(args.chunk_size)]))
             for label, extra in runs:
                 out = work / "out.h5ad"
-                seconds, peak, _ = timed([zoo, "embed", args.model, str(data), "-o", str(out), *extra],
-                                         env={"TQDM_DISABLE": "1"})  # fmt: skip
+                seconds, peak, _, curve = timed([zoo, "embed", args.model, str(data), "-o", str(out), *extra],
+                                                env={"TQDM_DISABLE": "1"}, rss_every=args.rss_every)  # fmt: skip
                 rows.append({"what": f"zoo embed {args.model} {label}", "cells": n, "seconds": round(seconds, 1),
                              "cells_per_s": round(n / seconds, 1), "peak_rss_mb": round(peak)})  # fmt: skip
+                if curve:
+                    rows[-1]["rss_curve_s_mb"] = curve
                 print(json.dumps(rows[-1]), flush=True)
                 out.unlink()
             data.unlink()
