@@ -11,7 +11,7 @@ from torch import nn
 
 from biozoo.attention import AttentionCall, AttentionMask, explain, set_processor, use_processor
 from biozoo.attention.processors import EagerProcessor, SdpaProcessor
-from biozoo.errors import AttentionError
+from biozoo.errors import AttentionError, UnknownNameError
 from biozoo.nn.attention import KVCache, MultiHeadAttention
 from biozoo.nn.transformer import TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer
 
@@ -448,3 +448,21 @@ def biozoo_attention_processors():
     set_processor(model, "fastish")  # named use still works
     _run(model)
     assert explain(model)[0]["requested"].startswith("fastish")
+
+
+def test_processor_settings_carry_to_another_copy_of_the_model() -> None:
+    """What a Ray actor does with the driver's settings: a fresh copy runs the processors the driver's would."""
+    from biozoo.attention.selection import apply_processor_settings, processor_settings
+
+    driver = _model()
+    set_processor(driver, "sdpa")
+    set_processor(driver, "eager", where="1.*")
+    copy = _model()
+    apply_processor_settings(copy, processor_settings(driver))
+    _run(copy)
+    assert {r["module"]: (r["requested"], r["ran"]) for r in explain(copy)} == {
+        "0.self_attn": ("sdpa (set on the model)", "sdpa"),
+        "1.self_attn": ("eager (set on this module)", "eager"),
+    }
+    with pytest.raises(UnknownNameError, match="no-such-kernel"):
+        apply_processor_settings(copy, [("0.self_attn", "no-such-kernel", None)])

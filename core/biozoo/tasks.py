@@ -129,6 +129,13 @@ class AnnotateTask(Protocol):
         var_column: str | None,
         layer: str | None,
         seed: int,
+        key: str | None = None,  #: the obs column prefix (default: the model's id as an identifier)
+        devices: list[Any] | None = None,
+        chunk_size: int | None = None,  #: chunked, resumable, on Ray: as :class:`EmbedTask`
+        parts: Path | None = None,
+        resume: bool = False,
+        restart: bool = False,
+        engine: Any = None,
     ) -> AnnotateResult: ...
 
 

@@ -185,6 +185,22 @@ def set_processor(model: Any, name: str | None, where: Where = None, *, level: s
     return matched
 
 
+def processor_settings(model: Any) -> list[tuple[str, str | None, str | None]]:
+    """Each attention module's user settings ``(path, module setting, model-wide setting)``: what a copy of the
+    model loaded elsewhere (a Ray actor) needs to run the same processors (:func:`apply_processor_settings`)."""
+    return [(path, m.processor_name, m.model_processor_name) for path, m in attention_modules(model)]
+
+
+def apply_processor_settings(model: Any, settings: list[tuple[str, str | None, str | None]]) -> None:
+    """Set what :func:`processor_settings` read from another copy of the same model."""
+    modules = dict(attention_modules(model))
+    for path, own, model_wide in settings:
+        for name in (own, model_wide):
+            if name is not None:
+                _registry().processor(name)  # a processor this process lacks fails here, by name
+        modules[path].processor_name, modules[path].model_processor_name = own, model_wide
+
+
 def explain(model: Any) -> list[dict[str, str]]:
     """Per attention module: what was requested, what actually ran last, and why."""
     rows = []

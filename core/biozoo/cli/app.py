@@ -534,6 +534,8 @@ BatchSize = Annotated[
     int | None,
     typer.Option(min=1, help="cells per batch (default: 64 on CPU; on a GPU up to 1024, at most 65,536 padded tokens)"),
 ]
+
+
 class Engine(StrEnum):
     local = "local"
     ray = "ray"
@@ -552,6 +554,25 @@ Autocast = Annotated[
 ]
 Processor = Annotated[str | None, typer.Option(help="attention processor")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace the output if it exists")]
+ChunkSize = Annotated[
+    int | None,
+    typer.Option(min=1, help="read and run this many cells at a time (memory stays flat; resumable)"),
+]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="continue a chunked run that was stopped (its OUTPUT.parts folder)")
+]
+EngineOption = Annotated[
+    Engine,
+    typer.Option("--engine", help="where chunks run: this process, or a Ray cluster (pip install 'biozoo[ray]')"),
+]
+Address = Annotated[
+    str | None,
+    typer.Option(help="--engine ray: the cluster to join (auto, ray://HOST:10001); default: a local one"),
+]
+Actors = Annotated[int | None, typer.Option(min=1, help="--engine ray: model replicas (default 2)")]
+NumGpusPerActor = Annotated[
+    float, typer.Option(min=0, help="--engine ray: GPUs each replica takes, e.g. 1 (default 0: CPU)")
+]
 
 
 @app.command("embed")
@@ -576,24 +597,12 @@ def embed_cmd(
         str | None,
         typer.Option(help="split the cells over several devices, e.g. cuda:0,cuda:1, or all (every visible GPU)"),
     ] = None,
-    chunk_size: Annotated[
-        int | None,
-        typer.Option(min=1, help="read and embed this many cells at a time (memory stays flat; resumable)"),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="continue a chunked run that was stopped (its OUTPUT.parts folder)")
-    ] = False,
-    engine: Annotated[
-        Engine, typer.Option(help="where chunks run: this process, or a Ray cluster (pip install 'biozoo[ray]')")
-    ] = Engine.local,
-    address: Annotated[
-        str | None,
-        typer.Option(help="--engine ray: the cluster to join (auto, ray://HOST:10001); default: a local one"),
-    ] = None,
-    actors: Annotated[int | None, typer.Option(min=1, help="--engine ray: model replicas (default 2)")] = None,
-    num_gpus_per_actor: Annotated[
-        float, typer.Option(min=0, help="--engine ray: GPUs each replica takes, e.g. 1 (default 0: CPU)")
-    ] = 0.0,
+    chunk_size: ChunkSize = None,
+    resume: Resume = False,
+    engine: EngineOption = Engine.local,
+    address: Address = None,
+    actors: Actors = None,
+    num_gpus_per_actor: NumGpusPerActor = 0.0,
 ) -> None:
     """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed, precision) in uns.
 
@@ -607,15 +616,8 @@ def embed_cmd(
         options["key"] = key
     if devices is not None:
         device, options["devices"] = _split_devices(device, devices)
-    chunked = chunk_size is not None or source.is_dir() or engine is not Engine.local
-    if chunked:
-        options |= _chunked_options(source, output, chunk_size, resume, overwrite, engine, address, actors,
-                                    num_gpus_per_actor)  # fmt: skip
-    elif resume or address is not None or actors is not None or num_gpus_per_actor:
-        raise BiozooError(
-            "--resume, --address, --actors and --num-gpus-per-actor are for chunked runs",
-            "add --chunk-size N (or --engine ray), or leave them out",
-        )
+    options |= _chunked_options(source, output, chunk_size, resume, overwrite, engine, address, actors,
+                                num_gpus_per_actor)  # fmt: skip
     result = _cells_task("embed", model, source, output, overwrite, device, processor, options, dtype, autocast)
     out.print(
         f"[bold green]embedded[/] {result['cells']} cells ({result['dims']} dims) -> {escape(str(output))} "
@@ -629,10 +631,18 @@ def _chunked_options(
     source: Path, output: Path, chunk_size: int | None, resume: bool, overwrite: bool, engine: Engine,
     address: str | None, actors: int | None, num_gpus_per_actor: float,
 ) -> dict[str, Any]:  # fmt: skip
-    """A chunked ``zoo embed``'s task options, checked before anything is loaded."""
+    """The task options of a chunked ``zoo embed`` or ``zoo annotate`` (none for an unchunked run), checked before
+    anything is loaded. A run is chunked with --chunk-size, a folder of shards or a zarr store, or --engine ray."""
     from biozoo.singlecell.chunked import EngineSpec
     from biozoo.singlecell.sharded import parts_folder
 
+    if chunk_size is None and not source.is_dir() and engine is Engine.local:
+        if resume or address is not None or actors is not None or num_gpus_per_actor:
+            raise BiozooError(
+                "--resume, --address, --actors and --num-gpus-per-actor are for chunked runs",
+                "add --chunk-size N (or --engine ray), or leave them out",
+            )
+        return {}
     spec = EngineSpec(engine.value, address, actors, num_gpus_per_actor)
     spec.check()
     if engine is Engine.ray:
@@ -719,9 +729,20 @@ def annotate_cmd(
     autocast: Autocast = False,
     processor: Processor = None,
     overwrite: Overwrite = False,
+    chunk_size: ChunkSize = None,
+    resume: Resume = False,
+    engine: EngineOption = Engine.local,
+    address: Address = None,
+    actors: Actors = None,
+    num_gpus_per_actor: NumGpusPerActor = 0.0,
 ) -> None:
-    """Predicted cell type and its confidence into obs (<model>_label, <model>_confidence)."""
-    options = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed}
+    """Predicted cell type and its confidence into obs (<model>_label, <model>_confidence).
+
+    SOURCE may also be a folder of .h5ad shards or a zarr store; --chunk-size, --resume and --engine ray work as
+    for zoo embed (the output then holds obs only, no expression matrix)."""
+    options: dict[str, Any] = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed}
+    options |= _chunked_options(source, output, chunk_size, resume, overwrite, engine, address, actors,
+                                num_gpus_per_actor)  # fmt: skip
     result = _cells_task("annotate", model, source, output, overwrite, device, processor, options, dtype, autocast)
     out.print(
         f"[bold green]annotated[/] {result['cells']} cells -> {escape(str(output))} "

@@ -1,17 +1,19 @@
-"""Chunked embedding: bounded memory on one machine, resumable, and optionally spread over a Ray cluster.
+"""Chunked ``embed`` and ``annotate``: bounded memory on one machine, resumable, and optionally on a Ray cluster.
 
-``zoo embed --chunk-size N`` (also implied by a folder of shards, a zarr store or ``--engine ray``) reads the input
-a chunk at a time (:class:`~biozoo.singlecell.stream.CellSource`), embeds each chunk with the model's own
-:class:`~biozoo.singlecell.pipeline.CellPipeline`, writes each chunk's result atomically into ``OUTPUT.parts/``
+``zoo embed --chunk-size N`` (also implied by a folder of shards, a zarr store or ``--engine ray``; ``zoo annotate``
+alike) reads the input a chunk at a time (:class:`~biozoo.singlecell.stream.CellSource`), runs each chunk through
+the model's own :class:`~biozoo.singlecell.pipeline.CellPipeline` (embeddings, or class probabilities: a
+:class:`ChunkedOutput`), writes each chunk's result atomically into ``OUTPUT.parts/``
 (:class:`~biozoo.singlecell.sharded.ShardedOutput`) and assembles the output when every chunk is there.
 
-Two engines run the chunks, with the same per-chunk work (:func:`embed_chunk`), so their results are identical:
+Two engines run the chunks, with the same per-chunk work (:func:`compute_chunk`), so their results are identical:
 
 * ``local`` (default): this process, one chunk after another;
 * ``ray``: Ray Data, one model replica per actor (``--actors``, ``--num-gpus-per-actor``), on a local cluster or
   the one at ``--address``. Actors write their chunks themselves (the output must be on storage every node sees),
   a dead actor is restarted and its chunk retried; a retried chunk replaces its file with the same content, so no
-  cell is lost or duplicated. Ray is imported only for this engine (``pip install biozoo[ray]``).
+  cell is lost or duplicated. Actors load the model as the driver did: weights' dtype, attention processors and
+  ``--autocast`` carry over. Ray is imported only for this engine (``pip install biozoo[ray]``).
 
 Each chunk's preprocessing is seeded by (seed, shard, chunk) (:func:`~biozoo.singlecell.stream.chunk_seed`), so a
 result depends on the seed and the chunk size, never on the engine, the worker or a resume. Models whose
@@ -22,14 +24,15 @@ tie-breaking binning depends on the chunk size.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from biozoo.errors import BiozooError
+from biozoo.nn.precision import autocast
 from biozoo.singlecell.sharded import ShardedOutput, save_chunk
 from biozoo.singlecell.stream import CellSource, Chunk, chunk_seed
 
@@ -64,9 +67,37 @@ class EngineSpec:
             raise BiozooError(f"--actors {self.actors} must be at least 1", "e.g. --actors 4")
 
 
+#: what each chunk computes, by task: the CellPipeline method
+OUTPUTS = {"embed": "cell_embeddings", "annotate": "class_probabilities"}
+
+
+@dataclass(frozen=True)
+class ChunkedOutput:
+    """What a chunked task computes per chunk (``task``: a key of :data:`OUTPUTS`) and where the assembly puts it:
+    ``obsm[key]`` as it is (embeddings), or obs columns made by ``columns`` from the chunks' values in order
+    (annotations). ``uns_key`` names the provenance entry, ``uns`` adds to it."""
+
+    task: str
+    key: str
+    uns_key: str
+    columns: Callable[[Iterator[np.ndarray]], dict[str, Any]] | None = None
+    uns: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def embeddings(cls, key: str) -> ChunkedOutput:
+        return cls("embed", key, key)
+
+    @classmethod
+    def annotations(cls, key: str, labels: list[str]) -> ChunkedOutput:
+        from biozoo.singlecell.outputs import annotation_columns
+
+        return cls("annotate", key, f"{key}_label", lambda values: annotation_columns(values, labels, key),
+                   {"classes": labels})  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ChunkJob:
-    """What a worker needs to embed chunks on its own: how to load the model and read the input, and the settings."""
+    """What a worker needs to run chunks on its own: how to load the model and read the input, and the settings."""
 
     pipeline: Callable[[Any], CellPipeline]
     model_source: str
@@ -77,6 +108,9 @@ class ChunkJob:
     layer: str | None
     seed: int
     batch_size: int | None
+    task: str = "embed"  #: a key of OUTPUTS
+    processors: list[tuple[str, str | None, str | None]] = field(default_factory=list)  #: the driver's settings
+    autocast: str | None = None  #: the dtype the driver ran the model under torch.autocast in, if any
 
 
 def _fail_once(chunk: Chunk) -> None:
@@ -87,13 +121,14 @@ def _fail_once(chunk: Chunk) -> None:
         os._exit(17)  # the worker dies mid-run, as a killed node would
 
 
-def embed_chunk(
+def compute_chunk(
     cells: CellPipeline, source: CellSource, chunk: Chunk, job: ChunkJob, devices: list[Any] | None = None
 ) -> tuple[np.ndarray, Any, list[str]]:
-    """One chunk's embeddings, cell names and preprocessing steps: the whole of a worker's job for it."""
+    """One chunk's values (embeddings or class probabilities), cell names and preprocessing steps: the whole of a
+    worker's job for it."""
     adata = source.read(chunk)
     _fail_once(chunk)
-    values, prepared = cells.cell_embeddings(
+    values, prepared = getattr(cells, OUTPUTS[job.task])(
         adata, batch_size=job.batch_size, var_column=job.var_column, layer=job.layer,
         seed=chunk_seed(job.seed, chunk), progress=False, devices=devices,
     )  # fmt: skip
@@ -113,7 +148,7 @@ def run_local(
             if chunk.shard in failed:
                 continue
             try:
-                adata_values = embed_chunk(cells, source, chunk, job, devices)
+                adata_values = compute_chunk(cells, source, chunk, job, devices)
             except BiozooError:
                 raise  # the data or the model is wrong for every chunk: stop with the reason
             except (OSError, KeyError, ValueError) as exc:  # this shard's file is damaged: the others go on
@@ -125,17 +160,21 @@ def run_local(
 
 
 class _ChunkActor:
-    """A Ray actor: one model replica that embeds the chunks it is handed and writes each one's file."""
+    """A Ray actor: one model replica that runs the chunks it is handed and writes each one's file."""
 
     def __init__(self, job: ChunkJob, num_threads: int) -> None:
         import torch
 
         import biozoo
+        from biozoo.attention.selection import apply_processor_settings
+        from biozoo.nn.precision import parse_dtype
 
         torch.set_num_threads(max(1, num_threads))
-        device = "cuda" if torch.cuda.is_available() else None
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.job = job
-        self.model = biozoo.load(job.model_source, device=device, dtype=job.dtype)
+        self.model = biozoo.load(job.model_source, device=self.device, dtype=job.dtype)
+        apply_processor_settings(self.model, job.processors)
+        self.autocast = parse_dtype(job.autocast)
         self.cells = job.pipeline(self.model)
         self.source = CellSource(job.input_path, var_column=job.var_column)
 
@@ -144,7 +183,8 @@ class _ChunkActor:
         for shard, number, start, stop in zip(batch["shard"], batch["number"], batch["start"], batch["stop"],
                                               strict=True):  # fmt: skip
             chunk = Chunk(int(shard), int(number), int(start), int(stop))
-            values, obs_names, steps = embed_chunk(self.cells, self.source, chunk, self.job)
+            with autocast(self.device, self.autocast):
+                values, obs_names, steps = compute_chunk(self.cells, self.source, chunk, self.job)
             save_chunk(Path(self.job.chunks_folder), chunk, values, obs_names, steps)
             names.append(chunk.name)
             counts.append(chunk.cells)
@@ -204,14 +244,14 @@ def model_source(model: Any) -> str:
     return str(record.location.folder)
 
 
-def embed_in_chunks(
+def run_in_chunks(
     model: Any,
     pipeline: Callable[[Any], CellPipeline],
     cells: CellPipeline,
     input_path: Path,
     output_path: Path,
+    output: ChunkedOutput,
     *,
-    key: str,
     chunk_size: int | None,
     parts: Path | None,
     resume: bool,
@@ -223,8 +263,11 @@ def embed_in_chunks(
     seed: int,
     progress: bool,
     devices: list[Any] | None,
-) -> dict[str, Any]:
-    """The chunked ``embed`` (see the module docstring): returns what the embed task returns."""
+) -> tuple[Any, int, list[str]]:
+    """A chunked task (see the module docstring) into the new ``.h5ad`` ``output_path``: returns the obs written,
+    the width of each cell's values (embedding dims or classes) and the preprocessing steps."""
+    from biozoo.attention.selection import processor_settings
+    from biozoo.nn.precision import current_autocast, dtype_name
     from biozoo.singlecell.outputs import provenance
     from biozoo.singlecell.sharded import parts_folder
 
@@ -233,23 +276,28 @@ def embed_in_chunks(
     size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
     if size < 1:
         raise BiozooError(f"--chunk-size {size} must be at least 1", f"e.g. --chunk-size {DEFAULT_CHUNK_SIZE}")
+    first = next(model.parameters())
+    amp = current_autocast(first.device)
     source = CellSource(input_path, var_column=var_column)
     try:
         chunks = source.chunks(size)
         weights = model.zoo.manifest.weights
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        dtype = str(first.dtype).removeprefix("torch.")
+        processors = processor_settings(model)
         run = {
             "model": model.zoo.manifest.id,
             "weights_sha256": {f.path: f.sha256 for f in weights.files} if weights else {},
             "dtype": dtype,
-            "settings": {"chunk_size": size, "seed": seed, "var_column": var_column, "layer": layer, "key": key},
+            "settings": {"task": output.task, "chunk_size": size, "seed": seed, "var_column": var_column,
+                         "layer": layer, "key": output.key, "autocast": dtype_name(amp),
+                         "processors": sorted({name for _, *names in processors for name in names if name})},
             "input": source.fingerprint(),
-        }
+        }  # fmt: skip
         out = ShardedOutput(parts or parts_folder(output_path), run, resume=resume, overwrite=restart)
         done = out.finished()
         pending = [c for c in chunks if c.name not in done]
         job = ChunkJob(pipeline, model_source(model), dtype, str(input_path), str(out.chunks_folder), var_column, layer,
-                       seed, batch_size)  # fmt: skip
+                       seed, batch_size, output.task, processors, None if amp is None else dtype_name(amp))  # fmt: skip
         failed = {i: s.error for i, s in enumerate(source.shards) if s.error is not None}
         if engine.name == "ray":
             run_ray(pending, job, engine, progress=progress)
@@ -271,13 +319,14 @@ def embed_in_chunks(
                 "run the same command with --resume",
             )
         steps = out.load(chunks[0])[2] if chunks else []
-        uns = provenance(model, "embed", seed, steps) | {
+        uns = provenance(model, output.task, seed, steps) | output.uns | {
             "chunking": {"chunk_size": size, "chunks": len(chunks), "engine": engine.name,
                          "chunk_seed": "numpy SeedSequence([seed, shard, chunk])"},
             "input": [entry["name"] for entry in run["input"]],
-        }
-        n, dims = out.assemble(source, chunks, output_path, key, uns)
+        }  # fmt: skip
+        obs, dims = out.assemble(source, chunks, output_path, {output.uns_key: uns},
+                                 obsm_key=None if output.columns else output.key, columns=output.columns)  # fmt: skip
     finally:
         source.close()
     out.remove()
-    return {"cells": n, "dims": dims, "key": f"obsm[{key!r}]", "steps": steps}
+    return obs, dims, steps

@@ -7,7 +7,8 @@ for all of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,67 @@ def write_embeddings(
     adata.uns.setdefault("biozoo", {})[key] = provenance(model, "embed", seed, steps)
     write_h5ad_atomic(adata, output_path)
     return {"cells": adata.n_obs, "dims": emb.shape[1], "key": f"obsm[{key!r}]", "steps": steps}
+
+
+def label_key(model: Any) -> str:
+    """The obs column prefix for a model's annotations: its manifest id as an identifier.
+
+    ``scgpt/cls`` -> ``scgpt_cls`` (columns ``scgpt_cls_label``, ``scgpt_cls_confidence``), so two models'
+    annotations of the same cells sit side by side instead of overwriting each other.
+    """
+    return re.sub(r"[^0-9A-Za-z]+", "_", model.zoo.manifest.id).strip("_").lower() or "model"
+
+
+def annotation_columns(probabilities: Iterable[np.ndarray], labels: list[str], key: str) -> dict[str, Any]:
+    """``{key}_label`` (the most probable class, categorical over ``labels``) and ``{key}_confidence`` (its
+    probability, float32) from class probabilities ``[cells, classes]``, given whole or in consecutive chunks."""
+    import pandas as pd
+
+    best, confidence = [], []
+    for probs in probabilities:
+        top = probs.argmax(axis=1)
+        best.append(top)
+        confidence.append(probs[np.arange(len(top)), top].astype(np.float32))
+    codes = np.concatenate(best) if best else np.zeros(0, dtype=np.int64)
+    return {
+        f"{key}_label": pd.Categorical.from_codes(codes, categories=labels),
+        f"{key}_confidence": np.concatenate(confidence) if confidence else np.zeros(0, dtype=np.float32),
+    }
+
+
+def annotation_provenance(model: Any, seed: int, steps: list[str], labels: list[str]) -> dict:
+    """What ``uns['biozoo'][f'{key}_label']`` holds: the provenance and the classes."""
+    return {**provenance(model, "annotate", seed, steps), "classes": labels}
+
+
+def write_annotations(
+    model: Any,
+    input_path: Path,
+    output_path: Path,
+    compute: Callable[[Any], tuple[np.ndarray, list[str]]],
+    *,
+    key: str,
+    labels: list[str],
+    seed: int,
+) -> tuple[Any, list[str]]:
+    """Read cells, ``compute(adata) -> (class probabilities, steps)``, write the annotation columns and provenance
+    to a new h5ad. Returns the new obs and the steps."""
+    adata = read_h5ad(input_path)
+    probs, steps = compute(adata)
+    for column, values in annotation_columns([probs], labels, key).items():
+        adata.obs[column] = values
+    adata.uns.setdefault("biozoo", {})[f"{key}_label"] = annotation_provenance(model, seed, steps, labels)
+    write_h5ad_atomic(adata, output_path)
+    return adata.obs, steps
+
+
+def annotation_summary(obs: Any, key: str, steps: list[str]) -> dict[str, Any]:
+    """What ``annotate`` returns (:class:`biozoo.tasks.AnnotateResult`), read from the annotated obs."""
+    counts = obs[f"{key}_label"].value_counts()
+    return {
+        "cells": len(obs),
+        "labels": {str(k): int(v) for k, v in counts.items() if v},
+        "mean_confidence": float(np.mean(obs[f"{key}_confidence"])) if len(obs) else 0.0,
+        "key": f"obs[{key + '_label'!r}], obs[{key + '_confidence'!r}]",
+        "steps": steps,
+    }

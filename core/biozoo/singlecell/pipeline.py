@@ -6,7 +6,9 @@ plugin subclasses :class:`CellPipeline` for those three; the core does the rest 
 everyone: batch limits per device, length-sorted batches on one or several devices
 (:func:`biozoo.singlecell.device.run_batches`), refusing NaN outputs, provenance and atomic
 writes. :func:`embed_task` turns a pipeline into the ``embed`` task the CLI calls
-(:class:`biozoo.tasks.EmbedTask`)::
+(:class:`biozoo.tasks.EmbedTask`), and :func:`annotate_task` a pipeline whose models have a classification head
+(:meth:`CellPipeline.class_labels`, :meth:`CellPipeline.classify`) into the ``annotate`` task; both run in chunks,
+resumably and on Ray, through :mod:`biozoo.singlecell.chunked`::
 
     class GeneRankCells(CellPipeline):
         embedding_key = "X_generank"
@@ -27,13 +29,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from biozoo.errors import BiozooError
 from biozoo.singlecell.tokenize import TokenizedCells
 
 if TYPE_CHECKING:
     import torch
 
     from biozoo.singlecell.chunked import EngineSpec
-    from biozoo.tasks import EmbedResult, EmbedTask
+    from biozoo.tasks import AnnotateResult, AnnotateTask, EmbedResult, EmbedTask
 
 #: one batch: the indices of its cells and the model's inputs as host arrays (moved to the device by the core)
 HostBatch = tuple[np.ndarray, dict[str, np.ndarray]]
@@ -115,6 +118,29 @@ class CellPipeline(ABC):
         """:meth:`embed` for every cell ``[cells, dims]``, in cell order; options as :meth:`run`."""
         return self.run(adata, self.embed, what="cell embeddings", **options)
 
+    def class_labels(self) -> list[str]:
+        """The classes of the model's classification head, in output order. Override it (and :meth:`classify`)
+        for models that have one; a model without one is refused here, before any cell is read."""
+        record = getattr(self.model, "zoo", None)
+        name = record.manifest.id if record is not None else type(self.model).__name__
+        raise BiozooError(
+            f"{name} has no classification head", "annotate with a fine-tuned model, or run `zoo finetune` first"
+        )
+
+    def classify(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One batch's class probabilities ``[batch, classes]``, in float32 (see :meth:`class_labels`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not classify cells")
+
+    def class_probabilities(self, adata: Any, **options: Any) -> tuple[np.ndarray, PreparedCells]:
+        """:meth:`classify` for every cell ``[cells, classes]``, in cell order; options as :meth:`run`."""
+        self.class_labels()  # no head: refused before preprocessing
+        return self.run(adata, self.classify, what="class probabilities", **options)
+
+
+def _in_chunks(input_path: Path, chunk_size: int | None, engine: EngineSpec | None) -> bool:
+    """Whether a task runs in chunks: asked for, a folder of shards or a zarr store, or a Ray engine."""
+    return chunk_size is not None or Path(input_path).is_dir() or (engine is not None and engine.name != "local")
+
 
 def embed_task(pipeline: Callable[[Any], CellPipeline], key: str | None = None) -> EmbedTask:
     """The ``embed`` task (:class:`biozoo.tasks.EmbedTask`) of a pipeline: ``obsm[key]`` and provenance in a new
@@ -148,24 +174,74 @@ def embed_task(pipeline: Callable[[Any], CellPipeline], key: str | None = None) 
         from biozoo.singlecell.outputs import write_embeddings
 
         cells = pipeline(model)
-        chunked = chunk_size is not None or Path(input_path).is_dir() or (engine is not None and engine.name != "local")
-        if chunked:
-            from biozoo.singlecell.chunked import embed_in_chunks
+        key = key or cells.embedding_key
+        options = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed,
+                   "progress": progress, "devices": devices}  # fmt: skip
+        if _in_chunks(input_path, chunk_size, engine):
+            from biozoo.singlecell.chunked import ChunkedOutput, run_in_chunks
 
-            return embed_in_chunks(
-                model, pipeline, cells, Path(input_path), Path(output_path), key=key or cells.embedding_key,
-                chunk_size=chunk_size, parts=parts, resume=resume, restart=restart, engine=engine,
-                batch_size=batch_size, var_column=var_column, layer=layer, seed=seed, progress=progress,
-                devices=devices,
+            obs, dims, steps = run_in_chunks(
+                model, pipeline, cells, Path(input_path), Path(output_path), ChunkedOutput.embeddings(key),
+                chunk_size=chunk_size, parts=parts, resume=resume, restart=restart, engine=engine, **options,
             )  # fmt: skip
+            return {"cells": len(obs), "dims": dims, "key": f"obsm[{key!r}]", "steps": steps}
 
         def compute(adata: Any) -> tuple[np.ndarray, list[str]]:
-            emb, prepared = cells.cell_embeddings(
-                adata, batch_size=batch_size, var_column=var_column, layer=layer, seed=seed, progress=progress,
-                devices=devices,
-            )  # fmt: skip
+            emb, prepared = cells.cell_embeddings(adata, **options)
             return emb, prepared.steps
 
-        return write_embeddings(model, input_path, output_path, compute, key=key or cells.embedding_key, seed=seed)
+        return write_embeddings(model, input_path, output_path, compute, key=key, seed=seed)
 
     return embed
+
+
+def annotate_task(pipeline: Callable[[Any], CellPipeline]) -> AnnotateTask:
+    """The ``annotate`` task (:class:`biozoo.tasks.AnnotateTask`) of a pipeline whose models classify cells:
+    ``obs[f'{key}_label']`` and ``obs[f'{key}_confidence']`` in a new ``.h5ad``, ``key`` defaulting to the model's
+    id as an identifier (:func:`biozoo.singlecell.outputs.label_key`)."""
+
+    def annotate(
+        model: torch.nn.Module,
+        input_path: Path,
+        output_path: Path,
+        *,
+        batch_size: int | None = None,
+        var_column: str | None = None,
+        layer: str | None = None,
+        seed: int = 0,
+        key: str | None = None,
+        progress: bool = True,
+        devices: list[torch.device] | None = None,
+        chunk_size: int | None = None,
+        parts: Path | None = None,
+        resume: bool = False,
+        restart: bool = False,
+        engine: EngineSpec | None = None,
+    ) -> AnnotateResult:
+        """Write the most probable class and its probability per cell into obs, and the provenance (with the
+        preprocessing steps and the classes) into ``uns['biozoo'][f'{key}_label']``. Chunked runs, ``devices``
+        and ``engine`` as ``embed``: a chunked run's output holds obs only (no expression matrix)."""
+        from biozoo.singlecell.outputs import annotation_summary, label_key, write_annotations
+
+        cells = pipeline(model)
+        labels = cells.class_labels()  # a model without a classification head stops here
+        key = label_key(model) if key is None else key
+        options = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed,
+                   "progress": progress, "devices": devices}  # fmt: skip
+        if _in_chunks(input_path, chunk_size, engine):
+            from biozoo.singlecell.chunked import ChunkedOutput, run_in_chunks
+
+            obs, _, steps = run_in_chunks(
+                model, pipeline, cells, Path(input_path), Path(output_path), ChunkedOutput.annotations(key, labels),
+                chunk_size=chunk_size, parts=parts, resume=resume, restart=restart, engine=engine, **options,
+            )  # fmt: skip
+            return annotation_summary(obs, key, steps)
+
+        def compute(adata: Any) -> tuple[np.ndarray, list[str]]:
+            probs, prepared = cells.class_probabilities(adata, **options)
+            return probs, prepared.steps
+
+        obs, steps = write_annotations(model, input_path, output_path, compute, key=key, labels=labels, seed=seed)
+        return annotation_summary(obs, key, steps)
+
+    return annotate

@@ -1,17 +1,19 @@
 """Resumable, sharded results of a chunked run, and their assembly into one ``.h5ad``.
 
-While a chunked ``zoo embed`` runs, its results go to ``OUTPUT.parts/`` beside the output:
+While a chunked ``zoo embed`` or ``zoo annotate`` runs, its results go to ``OUTPUT.parts/`` beside the output:
 
-* ``run.json``: the model (id and weight hashes), the settings that change results (chunk size, seed, genes
-  column, layer, key, dtype) and the input's fingerprint (each shard's name, size, cell count, cell-names hash);
-* ``chunks/s00000-c000000.npz``, ...: one file per finished chunk (its embeddings and cell names), each written
+* ``run.json``: the model (id and weight hashes), the settings that change results (task, chunk size, seed,
+  genes column, layer, key, dtype, autocast, attention processors) and the input's fingerprint (each shard's
+  name, size, cell count, cell-names hash);
+* ``chunks/s00000-c000000.npz``, ...: one file per finished chunk (its values and cell names), each written
   atomically: a chunk file exists only complete, so the set of files *is* the record of finished chunks.
 
 A killed run leaves the folder; ``--resume`` checks that ``run.json`` matches (another model, other settings or
 another input is refused, naming what differs) and computes only the missing chunks. When all are there the
-output is assembled chunk by chunk (obs of the input, ``obsm[key]``, provenance; no expression matrix, so the
-file stays small and the memory flat) and the parts folder is removed. Several workers may write chunks at once:
-a chunk written twice (a retried worker) is replaced by identical content, never duplicated.
+output is assembled chunk by chunk (obs of the input, ``obsm[key]`` or annotation columns, provenance; no
+expression matrix, so the file stays small and the memory flat) and the parts folder is removed. Several
+workers may write chunks at once: a chunk written twice (a retried worker) is replaced by identical content,
+never duplicated.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +105,42 @@ class ShardedOutput:
         with np.load(self.path(chunk), allow_pickle=False) as data:
             return data["values"], data["obs_names"], [str(s) for s in data["steps"]]
 
+    def values(self, chunks: list[Chunk], obs_names: Any) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, values)`` of each chunk in cell order, each checked to hold the input's cells there."""
+        row = 0
+        for chunk in chunks:
+            values, names, _ = self.load(chunk)
+            expected = np.asarray(obs_names[row : row + chunk.cells], dtype=str)
+            if values.shape[0] != chunk.cells or not np.array_equal(names.astype(str), expected):
+                raise BiozooError(
+                    f"{self.path(chunk).name} does not hold the cells of rows {row}-{row + chunk.cells} of the input",
+                    f"the input changed since the run started: rerun with --overwrite (parts in {self.folder})",
+                )
+            yield row, values
+            row += chunk.cells
+
     def assemble(
-        self, source: CellSource, chunks: list[Chunk], stage: Path, key: str, uns: dict[str, Any]
-    ) -> tuple[int, int]:
-        """Write every chunk, in cell order, into the new ``.h5ad`` ``stage``: obs, ``obsm[key]``, ``uns``.
-        Checks each chunk's cell names against the input's. Returns ``(cells, dims)``."""
+        self,
+        source: CellSource,
+        chunks: list[Chunk],
+        stage: Path,
+        biozoo_uns: dict[str, Any],
+        *,
+        obsm_key: str | None = None,
+        columns: Callable[[Iterator[np.ndarray]], dict[str, Any]] | None = None,
+    ) -> tuple[Any, int]:
+        """Write the new ``.h5ad`` ``stage`` from every chunk, in cell order: the input's obs, plus the columns
+        ``columns`` makes from the chunks' values (annotations), ``obsm[obsm_key]`` streamed chunk by chunk
+        (embeddings), and ``uns['biozoo']``. Returns the obs written and the values' width."""
         import h5py
         import pandas as pd
         from anndata.io import write_elem
 
         obs = pd.concat([source.obs(i) for i in sorted({c.shard for c in chunks})])
         n = len(obs)
+        dims = self.load(chunks[0])[0].shape[1] if chunks else 0
+        if columns is not None:
+            obs = obs.assign(**columns(values for _, values in self.values(chunks, obs.index)))
         with h5py.File(stage, "w") as f:
             f.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
             write_elem(f, "obs", _plain(obs))
@@ -122,24 +149,16 @@ class ShardedOutput:
                 write_elem(f, name, {})
             obsm = f.create_group("obsm")
             obsm.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
-            row, data, dims = 0, None, 0
-            for chunk in chunks:
-                values, names, _ = self.load(chunk)
-                expected = np.asarray(obs.index[row : row + chunk.cells], dtype=str)
-                if values.shape[0] != chunk.cells or not np.array_equal(names.astype(str), expected):
-                    raise BiozooError(
-                        f"{self.path(chunk).name} does not hold the cells of rows {row}-{row + chunk.cells} "
-                        "of the input",
-                        f"the input changed since the run started: rerun with --overwrite (parts in {self.folder})",
-                    )
-                if data is None:
-                    dims = values.shape[1]
-                    data = obsm.create_dataset(key, shape=(n, dims), dtype=values.dtype, chunks=(min(n, 4096), dims))
-                    data.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
-                data[row : row + chunk.cells] = values
-                row += chunk.cells
-            write_elem(f, "uns", {"biozoo": {key: uns}})
-        return n, dims
+            if obsm_key is not None:
+                data = None
+                for row, values in self.values(chunks, obs.index):
+                    if data is None:
+                        data = obsm.create_dataset(obsm_key, shape=(n, dims), dtype=values.dtype,
+                                                   chunks=(min(n, 4096), dims))  # fmt: skip
+                        data.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+                    data[row : row + len(values)] = values
+            write_elem(f, "uns", {"biozoo": biozoo_uns})
+        return obs, dims
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

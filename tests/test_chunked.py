@@ -1,8 +1,10 @@
-"""Chunked ``zoo embed`` (issue 14): streaming input, resumable sharded output, shards and zarr, the Ray engine.
+"""Chunked ``zoo embed`` and ``zoo annotate`` (issue 14): streaming input, resumable sharded output, shards and
+zarr, the Ray engine.
 
 The expected values are the unchunked run's (whose own parity with the references is tested per plugin): a chunked
-run must give the same embeddings for models whose preprocessing draws nothing (autoregressive), and the same file
-whether or not it was killed and resumed, whichever engine ran it.
+run must give the same embeddings for models whose preprocessing draws nothing (autoregressive), each chunk the
+unchunked result of its cells with its chunk seed (scGPT, whose binning draws), and the same file whether or not
+it was killed and resumed, whichever engine ran it.
 """
 
 from __future__ import annotations
@@ -193,3 +195,85 @@ def test_the_ray_engine_gives_the_local_engine_s_file_and_survives_a_killed_work
     assert (names_a == names_b).all() and len(set(names_b)) == 140
     np.testing.assert_allclose(b, a, atol=SAME, rtol=0)  # same chunks, same seeds: the engine does not matter
     assert anndata.read_h5ad(tmp_path / "ray.h5ad").uns["biozoo"]["X_scGPT"]["chunking"]["engine"] == "ray"
+
+
+def annotations(path: Path, key: str = "scgpt_cls") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    obs = anndata.read_h5ad(path).obs
+    return np.asarray(obs[f"{key}_label"], dtype=str), np.asarray(obs[f"{key}_confidence"]), np.asarray(obs.index)
+
+
+def test_chunked_annotate_labels_each_chunk_as_an_unchunked_run_of_its_cells(tmp_path: Path) -> None:
+    """Each chunk's labels and confidences are the unchunked annotation of its cells with the chunk's seed; the
+    output holds the input's obs plus the two columns, and the provenance names the classes."""
+    import biozoo
+    from biozoo.singlecell.stream import Chunk, chunk_seed
+    from biozoo_scgpt.tasks import class_probabilities
+
+    done = zoo("annotate", SCGPT, str(CELLS), "-o", "out.h5ad", "--chunk-size", "50", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    labels, confidence, names = annotations(tmp_path / "out.h5ad")
+    cells = anndata.read_h5ad(CELLS)
+    model = biozoo.load(SCGPT)
+    want_labels, want_confidence = [], []
+    for number, start in enumerate(range(0, cells.n_obs, 50)):
+        seed = chunk_seed(0, Chunk(0, number, start, min(start + 50, cells.n_obs)))
+        probs, classes = class_probabilities(model, cells[start : start + 50].copy(), seed=seed, progress=False)
+        want_labels += [classes[i] for i in probs.argmax(1)]
+        want_confidence += list(probs.max(1))
+    assert list(labels) == want_labels and (names == np.asarray(cells.obs_names)).all()
+    np.testing.assert_allclose(confidence, want_confidence, atol=SAME, rtol=0)
+    out = anndata.read_h5ad(tmp_path / "out.h5ad")
+    assert out.n_vars == 0 and list(out.obs["bulk_labels"]) == list(cells.obs["bulk_labels"])
+    assert list(out.obs["scgpt_cls_label"].cat.categories) == classes
+    assert out.uns["biozoo"]["scgpt_cls_label"]["classes"].tolist() == classes
+    assert out.uns["biozoo"]["scgpt_cls_label"]["chunking"]["chunks"] == 3
+    assert "annotated 140 cells" in done.stdout and not (tmp_path / "out.h5ad.parts").exists()
+
+
+def test_a_killed_annotate_resumes_to_the_same_file_and_an_embed_run_s_parts_are_refused(tmp_path: Path) -> None:
+    args = ["annotate", SCGPT, str(CELLS), "--chunk-size", "40"]
+    clean = zoo(*args, "-o", "clean.h5ad", cwd=tmp_path)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    marker = tmp_path / "killed-once"
+    killed = zoo(*args, "-o", "out.h5ad", cwd=tmp_path,
+                 env={"BIOZOO_FAIL_ONCE_AT_CHUNK": f"s00000-c000001:{marker}"})  # fmt: skip
+    assert killed.returncode == 17 and not (tmp_path / "out.h5ad").exists()
+    embed = zoo("embed", SCGPT, str(CELLS), "--chunk-size", "40", "-o", "out.h5ad", "--resume", cwd=tmp_path)
+    assert embed.returncode == 1 and "settings.task: 'annotate' then, 'embed' now" in embed.stderr
+    resumed = zoo(*args, "-o", "out.h5ad", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = annotations(tmp_path / "clean.h5ad"), annotations(tmp_path / "out.h5ad")
+    assert (a[0] == b[0]).all() and (a[2] == b[2]).all()
+    np.testing.assert_allclose(b[1], a[1], atol=SAME, rtol=0)
+
+
+def test_annotating_in_chunks_with_a_model_without_a_head_is_refused_before_any_chunk(tmp_path: Path) -> None:
+    import biozoo
+    from biozoo.errors import BiozooError
+    from biozoo_scgpt import tasks
+
+    model = biozoo.load(SCGPT)
+    model.cls_decoder = None  # what a pretrained (not fine-tuned) scGPT model is
+    with pytest.raises(BiozooError, match="scgpt/cls has no classification head") as caught:
+        tasks.annotate(model, CELLS, tmp_path / "out.h5ad", chunk_size=50, progress=False)
+    assert "zoo finetune" in caught.value.hint
+    assert not list(tmp_path.iterdir())
+
+
+def test_ray_actors_annotate_with_the_driver_s_processor_and_autocast(tmp_path: Path) -> None:
+    """--processor and --autocast reach the actors: a Ray run under bfloat16 autocast with the eager processor gives
+    the local engine's file, and differs from a float32 run (so the setting did take effect)."""
+    pytest.importorskip("ray")
+    args = ["annotate", SCGPT, str(CELLS), "--chunk-size", "35", "--processor", "eager", "--autocast"]
+    local = zoo(*args, "-o", "local.h5ad", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr[-2000:]
+    ray = zoo(*args, "-o", "ray.h5ad", "--engine", "ray", "--actors", "2", cwd=tmp_path)
+    assert ray.returncode == 0, ray.stderr[-3000:]
+    plain = zoo("annotate", SCGPT, str(CELLS), "--chunk-size", "35", "-o", "fp32.h5ad", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    a, b, c = (annotations(tmp_path / name) for name in ("local.h5ad", "ray.h5ad", "fp32.h5ad"))
+    assert (a[0] == b[0]).all() and (a[2] == b[2]).all()
+    np.testing.assert_allclose(b[1], a[1], atol=SAME, rtol=0)
+    assert np.abs(c[1] - a[1]).max() > 1e-3  # bfloat16 runs differ from float32 ones
+    uns = anndata.read_h5ad(tmp_path / "ray.h5ad").uns["biozoo"]["scgpt_cls_label"]
+    assert uns["precision"]["autocast"] == "bfloat16" and uns["chunking"]["engine"] == "ray"
