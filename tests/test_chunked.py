@@ -231,18 +231,19 @@ def test_chunked_annotate_labels_each_chunk_as_an_unchunked_run_of_its_cells(tmp
 
 
 def test_a_killed_annotate_resumes_to_the_same_file_and_an_embed_run_s_parts_are_refused(tmp_path: Path) -> None:
-    args = ["annotate", SCGPT, str(CELLS), "--chunk-size", "40"]
+    args = ["annotate", SCGPT, str(CELLS), "--chunk-size", "40", "--key", "celltype"]
     clean = zoo(*args, "-o", "clean.h5ad", cwd=tmp_path)
     assert clean.returncode == 0, clean.stderr[-2000:]
     marker = tmp_path / "killed-once"
     killed = zoo(*args, "-o", "out.h5ad", cwd=tmp_path,
                  env={"BIOZOO_FAIL_ONCE_AT_CHUNK": f"s00000-c000001:{marker}"})  # fmt: skip
     assert killed.returncode == 17 and not (tmp_path / "out.h5ad").exists()
-    embed = zoo("embed", SCGPT, str(CELLS), "--chunk-size", "40", "-o", "out.h5ad", "--resume", cwd=tmp_path)
+    embed = zoo("embed", SCGPT, str(CELLS), "--chunk-size", "40", "-o", "out.h5ad", "--resume", "--key", "celltype",
+                cwd=tmp_path)  # fmt: skip
     assert embed.returncode == 1 and "settings.task: 'annotate' then, 'embed' now" in embed.stderr
     resumed = zoo(*args, "-o", "out.h5ad", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = annotations(tmp_path / "clean.h5ad"), annotations(tmp_path / "out.h5ad")
+    a, b = annotations(tmp_path / "clean.h5ad", "celltype"), annotations(tmp_path / "out.h5ad", "celltype")
     assert (a[0] == b[0]).all() and (a[2] == b[2]).all()
     np.testing.assert_allclose(b[1], a[1], atol=SAME, rtol=0)
 

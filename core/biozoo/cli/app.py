@@ -553,6 +553,10 @@ Autocast = Annotated[
     ),
 ]
 Processor = Annotated[str | None, typer.Option(help="attention processor")]
+Devices = Annotated[
+    str | None,
+    typer.Option(help="split the cells over several devices, e.g. cuda:0,cuda:1, or all (every visible GPU)"),
+]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace the output if it exists")]
 ChunkSize = Annotated[
     int | None,
@@ -593,10 +597,7 @@ def embed_cmd(
         str | None,
         typer.Option(help="the obsm key to write (default: the plugin's, e.g. X_scGPT, X_autoregressive)"),
     ] = None,
-    devices: Annotated[
-        str | None,
-        typer.Option(help="split the cells over several devices, e.g. cuda:0,cuda:1, or all (every visible GPU)"),
-    ] = None,
+    devices: Devices = None,
     chunk_size: ChunkSize = None,
     resume: Resume = False,
     engine: EngineOption = Engine.local,
@@ -729,6 +730,11 @@ def annotate_cmd(
     autocast: Autocast = False,
     processor: Processor = None,
     overwrite: Overwrite = False,
+    key: Annotated[
+        str | None,
+        typer.Option(help="prefix of the obs columns (default: the model id, e.g. scgpt_cls -> scgpt_cls_label)"),
+    ] = None,
+    devices: Devices = None,
     chunk_size: ChunkSize = None,
     resume: Resume = False,
     engine: EngineOption = Engine.local,
@@ -741,6 +747,12 @@ def annotate_cmd(
     SOURCE may also be a folder of .h5ad shards or a zarr store; --chunk-size, --resume and --engine ray work as
     for zoo embed (the output then holds obs only, no expression matrix)."""
     options: dict[str, Any] = {"batch_size": batch_size, "var_column": var_column, "layer": layer, "seed": seed}
+    if key is not None:
+        if not key.strip() or "/" in key:
+            raise BiozooError(f"--key {key!r} is not usable as an obs column prefix", "e.g. --key celltype_scgpt")
+        options["key"] = key
+    if devices is not None:
+        device, options["devices"] = _split_devices(device, devices)
     options |= _chunked_options(source, output, chunk_size, resume, overwrite, engine, address, actors,
                                 num_gpus_per_actor)  # fmt: skip
     result = _cells_task("annotate", model, source, output, overwrite, device, processor, options, dtype, autocast)
