@@ -278,3 +278,18 @@ def test_ray_actors_annotate_with_the_driver_s_processor_and_autocast(tmp_path: 
     assert np.abs(c[1] - a[1]).max() > 1e-3  # bfloat16 runs differ from float32 ones
     uns = anndata.read_h5ad(tmp_path / "ray.h5ad").uns["biozoo"]["scgpt_cls_label"]
     assert uns["precision"]["autocast"] == "bfloat16" and uns["chunking"]["engine"] == "ray"
+
+
+def test_workers_load_the_model_from_a_portable_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray actor may run in another folder or on another node: it gets a registry id as it is, and a local
+    folder as an absolute path, never the driver's relative path."""
+    import shutil
+
+    import biozoo
+    from biozoo.singlecell.chunked import model_source
+
+    assert model_source(biozoo.load(AR)) == AR
+    shutil.copytree(Path(__file__).resolve().parents[1] / "registry" / "autoregressive" / "pbmc-small",
+                    tmp_path / "mine")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    assert model_source(biozoo.load("./mine")) == str(tmp_path.resolve() / "mine")

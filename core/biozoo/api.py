@@ -128,6 +128,7 @@ class ZooRecord:
     location: LocatedManifest  #: resolves the manifest's other files: ``location.file(pre.files["vocabulary"])``
     folder: Path  #: the folder the weights were read from (a Hub cache folder for hf:// models)
     report: LoadReport  #: where each file came from and what loading cost (``zoo load`` prints it)
+    source: str = ""  #: what to pass to :func:`load` for the same model elsewhere (a registry id, hf:// ref, folder)
 
 
 def zoo_record(model: Any) -> ZooRecord | None:
@@ -203,8 +204,17 @@ def load(
     report.device = str(first.device) if first is not None else "-"
     report.seconds = time.perf_counter() - start
     report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    model.zoo = ZooRecord(manifest, located, folder, report)
+    model.zoo = ZooRecord(manifest, located, folder, report, _portable(source, origin))
     return model
+
+
+def _portable(source: str | Path, origin: str) -> str:
+    """``source`` as another process (a Ray actor, maybe on another node) can load it: registry ids and hf:// refs
+    as they are (each node resolves them itself), a local path made absolute."""
+    text = str(source)
+    if text.startswith("hf://") or origin.startswith("registry id"):
+        return text
+    return str(Path(text).expanduser().resolve())
 
 
 def _inside(folder: Path, relative: str) -> Path:

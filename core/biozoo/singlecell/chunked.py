@@ -235,13 +235,14 @@ def run_ray(pending: list[Chunk], job: ChunkJob, spec: EngineSpec, *, progress: 
 
 
 def model_source(model: Any) -> str:
-    """Where a worker loads the same model from: the folder it was loaded from (a Hub model's cache folder)."""
+    """Where a worker loads the same model from: its registry id or hf:// ref (each node resolves and fetches it
+    into its own cache, the pinned revision and hashes checked as here), or the absolute path of its folder."""
     from biozoo.api import zoo_record
 
     record = zoo_record(model)
     if record is None:
         raise BiozooError("a chunked run needs a model loaded with biozoo.load", "load it with biozoo.load(...)")
-    return str(record.location.folder)
+    return record.source or str(record.location.folder)
 
 
 def run_in_chunks(
