@@ -11,4 +11,7 @@ unless a function that reads or writes AnnData is called, so ``import biozoo`` s
    padding, length-sorted batches.
 5. ``rank``: Geneformer's rank-value encoding, genes by normalised expression computed in float64
    from unlogged counts (log1p input is refused), optionally divided by per-gene medians.
+6. ``pipeline``: :class:`~biozoo.singlecell.pipeline.CellPipeline`, the three (or five, with a classification
+   head) steps a plugin writes, and ``embed_task``/``annotate_task``, the CLI's tasks made from it;
+7. ``stream``, ``sharded``, ``chunked``: the same tasks a chunk at a time, resumable, on Ray (docs/scale.md).
 """
