@@ -169,9 +169,10 @@ def test_an_unreadable_shard_is_named_and_the_others_results_are_kept(tmp_path: 
 
 def test_bad_chunked_options_are_refused_before_loading(tmp_path: Path) -> None:
     for args, message in (
-        (["--resume"], "--resume, --address, --actors and --num-gpus-per-actor are for chunked runs"),
-        (["--chunk-size", "10", "--actors", "2"], "--address, --actors and --num-gpus-per-actor are for --engine ray"),
+        (["--resume"], "--resume, --address, --actors, --num-gpus-per-actor and --num-cpus-per-actor are for chunked"),
+        (["--chunk-size", "10", "--actors", "2"], "--num-gpus-per-actor and --num-cpus-per-actor are for --engine ray"),
         (["--chunk-size", "0"], "Invalid value for '--chunk-size'"),
+        (["--engine", "ray", "--num-cpus-per-actor", "0"], "0.0 is not a positive number"),
     ):
         done = zoo("embed", AR, str(CELLS), "-o", "out.h5ad", *args, cwd=tmp_path)
         assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
@@ -293,3 +294,19 @@ def test_workers_load_the_model_from_a_portable_source(tmp_path: Path, monkeypat
                     tmp_path / "mine")  # fmt: skip
     monkeypatch.chdir(tmp_path)
     assert model_source(biozoo.load("./mine")) == str(tmp_path.resolve() / "mine")
+
+
+def test_a_ray_pool_the_local_cluster_cannot_hold_is_refused_instead_of_waiting(tmp_path: Path) -> None:
+    """Ray waits forever for resources no node has: asking for GPU actors on a machine without a GPU is an error
+    that names the flags, before any actor starts."""
+    pytest.importorskip("ray")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    done = zoo("embed", AR, str(CELLS), "-o", "out.h5ad", "--engine", "ray", "--num-gpus-per-actor", "1",
+               cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "error: 1 actor(s) x --num-gpus-per-actor 1 need 1 GPU(s); the Ray cluster has 0" in done.stderr
+    assert "hint: lower --actors or --num-gpus-per-actor" in done.stderr
+    assert not list(tmp_path.iterdir())  # no output, and no parts folder that a rerun would trip over

@@ -577,6 +577,10 @@ Actors = Annotated[int | None, typer.Option(min=1, help="--engine ray: model rep
 NumGpusPerActor = Annotated[
     float, typer.Option(min=0, help="--engine ray: GPUs each replica takes, e.g. 1 (default 0: CPU)")
 ]
+NumCpusPerActor = Annotated[
+    float | None,
+    typer.Option(callback=_positive, help="--engine ray: CPUs (and torch threads) each replica takes (default 1)"),
+]
 
 
 @app.command("embed")
@@ -604,6 +608,7 @@ def embed_cmd(
     address: Address = None,
     actors: Actors = None,
     num_gpus_per_actor: NumGpusPerActor = 0.0,
+    num_cpus_per_actor: NumCpusPerActor = None,
 ) -> None:
     """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed, precision) in uns.
 
@@ -618,7 +623,7 @@ def embed_cmd(
     if devices is not None:
         device, options["devices"] = _split_devices(device, devices)
     options |= _chunked_options(source, output, chunk_size, resume, overwrite, engine, address, actors,
-                                num_gpus_per_actor)  # fmt: skip
+                                num_gpus_per_actor, num_cpus_per_actor)  # fmt: skip
     result = _cells_task("embed", model, source, output, overwrite, device, processor, options, dtype, autocast)
     out.print(
         f"[bold green]embedded[/] {result['cells']} cells ({result['dims']} dims) -> {escape(str(output))} "
@@ -630,7 +635,7 @@ def embed_cmd(
 
 def _chunked_options(
     source: Path, output: Path, chunk_size: int | None, resume: bool, overwrite: bool, engine: Engine,
-    address: str | None, actors: int | None, num_gpus_per_actor: float,
+    address: str | None, actors: int | None, num_gpus_per_actor: float, num_cpus_per_actor: float | None,
 ) -> dict[str, Any]:  # fmt: skip
     """The task options of a chunked ``zoo embed`` or ``zoo annotate`` (none for an unchunked run), checked before
     anything is loaded. A run is chunked with --chunk-size, a folder of shards or a zarr store, or --engine ray."""
@@ -638,13 +643,13 @@ def _chunked_options(
     from biozoo.singlecell.sharded import parts_folder
 
     if chunk_size is None and not source.is_dir() and engine is Engine.local:
-        if resume or address is not None or actors is not None or num_gpus_per_actor:
+        if resume or address is not None or actors is not None or num_gpus_per_actor or num_cpus_per_actor:
             raise BiozooError(
-                "--resume, --address, --actors and --num-gpus-per-actor are for chunked runs",
+                "--resume, --address, --actors, --num-gpus-per-actor and --num-cpus-per-actor are for chunked runs",
                 "add --chunk-size N (or --engine ray), or leave them out",
             )
         return {}
-    spec = EngineSpec(engine.value, address, actors, num_gpus_per_actor)
+    spec = EngineSpec(engine.value, address, actors, num_gpus_per_actor, num_cpus_per_actor)
     spec.check()
     if engine is Engine.ray:
         import importlib.util
@@ -741,6 +746,7 @@ def annotate_cmd(
     address: Address = None,
     actors: Actors = None,
     num_gpus_per_actor: NumGpusPerActor = 0.0,
+    num_cpus_per_actor: NumCpusPerActor = None,
 ) -> None:
     """Predicted cell type and its confidence into obs (<model>_label, <model>_confidence).
 
@@ -754,7 +760,7 @@ def annotate_cmd(
     if devices is not None:
         device, options["devices"] = _split_devices(device, devices)
     options |= _chunked_options(source, output, chunk_size, resume, overwrite, engine, address, actors,
-                                num_gpus_per_actor)  # fmt: skip
+                                num_gpus_per_actor, num_cpus_per_actor)  # fmt: skip
     result = _cells_task("annotate", model, source, output, overwrite, device, processor, options, dtype, autocast)
     out.print(
         f"[bold green]annotated[/] {result['cells']} cells -> {escape(str(output))} "

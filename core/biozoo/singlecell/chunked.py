@@ -53,14 +53,18 @@ class EngineSpec:
     address: str | None = None  #: a running cluster ("auto", "ray://host:10001"); None starts a local one
     actors: int | None = None  #: model replicas (default: one per GPU with num_gpus_per_actor, else 2)
     num_gpus_per_actor: float = 0.0
-    num_cpus_per_actor: float = 1.0
+    num_cpus_per_actor: float | None = None  #: default 1; also each replica's torch threads
+
+    @property
+    def cpus_per_actor(self) -> float:
+        return 1.0 if self.num_cpus_per_actor is None else self.num_cpus_per_actor
 
     def check(self) -> None:
         if self.name not in ENGINES:
             raise BiozooError(f"unknown engine {self.name!r}", "use --engine local or --engine ray")
-        if self.name == "local" and (self.address or self.actors or self.num_gpus_per_actor):
+        if self.name == "local" and (self.address or self.actors or self.num_gpus_per_actor or self.num_cpus_per_actor):
             raise BiozooError(
-                "--address, --actors and --num-gpus-per-actor are for --engine ray",
+                "--address, --actors, --num-gpus-per-actor and --num-cpus-per-actor are for --engine ray",
                 "add --engine ray, or leave them out",
             )
         if self.actors is not None and self.actors < 1:
@@ -208,20 +212,26 @@ def run_ray(pending: list[Chunk], job: ChunkJob, spec: EngineSpec, *, progress: 
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     started = not ray.is_initialized()
-    actors = spec.actors or 2
+    local = started and spec.address is None
     if started:
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
-        if spec.address is None:  # a local cluster sized for the pool (Ray counts logical CPUs)
-            options["num_cpus"] = max(1, int(actors * spec.num_cpus_per_actor + 1))
+        if local:  # a local cluster sized for the pool (Ray counts logical CPUs; the driver's reads need one more)
+            import torch
+
+            size = pool_size(spec, torch.cuda.device_count())
+            options["num_cpus"] = max(1, int(size * spec.cpus_per_actor + 1))
         ray.init(address=spec.address, **options)
     try:
+        resources = ray.cluster_resources()
+        actors = pool_size(spec, resources.get("GPU", 0))
+        check_resources(spec, actors, resources, joined=not local)
         items = [{"shard": c.shard, "number": c.number, "start": c.start, "stop": c.stop} for c in pending]
         dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
             _ChunkActor,
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=actors),
-            fn_constructor_kwargs={"job": job, "num_threads": int(max(1, spec.num_cpus_per_actor))},
-            num_cpus=spec.num_cpus_per_actor,
+            fn_constructor_kwargs={"job": job, "num_threads": int(max(1, spec.cpus_per_actor))},
+            num_cpus=spec.cpus_per_actor,
             num_gpus=spec.num_gpus_per_actor,
         )  # Ray Data's actor defaults (max_restarts and max_task_retries -1): a dead actor is replaced and the
         # chunk it held runs again (the killed-worker test checks it)
@@ -232,6 +242,35 @@ def run_ray(pending: list[Chunk], job: ChunkJob, spec: EngineSpec, *, progress: 
     finally:
         if started:
             ray.shutdown()
+
+
+def pool_size(spec: EngineSpec, gpus: float) -> int:
+    """``--actors``, else one replica per ``--num-gpus-per-actor`` GPUs of the cluster, else 2 (CPU replicas)."""
+    if spec.actors:
+        return spec.actors
+    if spec.num_gpus_per_actor:
+        return max(1, int(gpus // spec.num_gpus_per_actor))
+    return 2
+
+
+def check_resources(spec: EngineSpec, actors: int, resources: dict[str, float], *, joined: bool) -> None:
+    """Refuse a pool the cluster cannot hold (Ray would wait for it forever) before any actor starts. A joined
+    cluster may be autoscaling, so there it is a warning: the run waits until nodes with the resources join."""
+    import warnings
+
+    for kind, each, flag in (("GPU", spec.num_gpus_per_actor, "--num-gpus-per-actor"),
+                             ("CPU", spec.cpus_per_actor, "--num-cpus-per-actor")):  # fmt: skip
+        need, have = actors * each, resources.get(kind, 0)
+        if need <= have:
+            continue
+        message = f"{actors} actor(s) x {flag} {each:g} need {need:g} {kind}(s); the Ray cluster has {have:g}"
+        if joined:
+            warnings.warn(f"{message}: waiting for the cluster to grow", stacklevel=2)
+            continue
+        raise BiozooError(
+            message, f"lower --actors or {flag}, or run on a cluster that has them (--address)"
+            if kind == "GPU" else "lower --actors",
+        )  # fmt: skip
 
 
 def model_source(model: Any) -> str:
@@ -300,10 +339,15 @@ def run_in_chunks(
         job = ChunkJob(pipeline, model_source(model), dtype, str(input_path), str(out.chunks_folder), var_column, layer,
                        seed, batch_size, output.task, processors, None if amp is None else dtype_name(amp))  # fmt: skip
         failed = {i: s.error for i, s in enumerate(source.shards) if s.error is not None}
-        if engine.name == "ray":
-            run_ray(pending, job, engine, progress=progress)
-        else:
-            failed |= run_local(cells, source, pending, out, job, devices=devices, progress=progress)
+        try:
+            if engine.name == "ray":
+                run_ray(pending, job, engine, progress=progress)
+            else:
+                failed |= run_local(cells, source, pending, out, job, devices=devices, progress=progress)
+        except BaseException:
+            if not out.finished():  # nothing to resume: leave no folder that a rerun would have to be told about
+                out.remove()
+            raise
         done = out.finished()
         if failed:
             names = "; ".join(f"{source.shards[i].path.name} ({why})" for i, why in sorted(failed.items()))
