@@ -310,3 +310,15 @@ def test_a_ray_pool_the_local_cluster_cannot_hold_is_refused_instead_of_waiting(
     assert "error: 1 actor(s) x --num-gpus-per-actor 1 need 1 GPU(s); the Ray cluster has 0" in done.stderr
     assert "hint: lower --actors or --num-gpus-per-actor" in done.stderr
     assert not list(tmp_path.iterdir())  # no output, and no parts folder that a rerun would trip over
+
+
+def test_the_local_engine_never_imports_ray(tmp_path: Path) -> None:
+    """Ray is optional: a chunked local run (and the CLI's checks) works with `import ray` made to fail."""
+    code = (
+        "import sys, runpy; sys.modules['ray'] = None\n"
+        f"sys.argv = ['zoo', 'embed', {AR!r}, {str(CELLS)!r}, '-o', 'out.h5ad', '--chunk-size', '70']\n"
+        "runpy.run_module('biozoo.cli.app', run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out.h5ad").exists()
