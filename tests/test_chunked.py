@@ -322,3 +322,18 @@ def test_the_local_engine_never_imports_ray(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out.h5ad").exists()
+
+
+def test_an_empty_input_is_refused_and_an_empty_shard_is_passed_over(tmp_path: Path) -> None:
+    from biozoo.singlecell.anndata_io import write_h5ad_atomic
+
+    cells = anndata.read_h5ad(CELLS)
+    write_h5ad_atomic(cells[:0].copy(), tmp_path / "empty.h5ad")
+    done = zoo("annotate", SCGPT, "empty.h5ad", "-o", "out.h5ad", "--chunk-size", "10", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "error: the input empty.h5ad has 0 cells; nothing to annotate" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.h5ad"]
+    folder = shards(tmp_path, (70, 0, 70))
+    done = zoo("embed", AR, str(folder), "-o", "out.h5ad", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (embedding(tmp_path / "out.h5ad", "X_autoregressive")[1] == np.asarray(cells.obs_names)).all()

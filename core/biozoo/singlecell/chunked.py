@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from biozoo.errors import BiozooError
-from biozoo.nn.precision import autocast
+from biozoo.singlecell.errors import DataError
 from biozoo.singlecell.sharded import ShardedOutput, save_chunk
 from biozoo.singlecell.stream import CellSource, Chunk, chunk_seed
 
@@ -183,11 +183,13 @@ class _ChunkActor:
         self.source = CellSource(job.input_path, var_column=job.var_column)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from biozoo.nn import precision
+
         names, counts = [], []
         for shard, number, start, stop in zip(batch["shard"], batch["number"], batch["start"], batch["stop"],
                                               strict=True):  # fmt: skip
             chunk = Chunk(int(shard), int(number), int(start), int(stop))
-            with autocast(self.device, self.autocast):
+            with precision.autocast(self.device, self.autocast):
                 values, obs_names, steps = compute_chunk(self.cells, self.source, chunk, self.job)
             save_chunk(Path(self.job.chunks_folder), chunk, values, obs_names, steps)
             names.append(chunk.name)
@@ -321,6 +323,11 @@ def run_in_chunks(
     source = CellSource(input_path, var_column=var_column)
     try:
         chunks = source.chunks(size)
+        if not chunks and all(shard.error is None for shard in source.shards):
+            raise DataError(
+                f"the input {input_path.name} has 0 cells; nothing to {output.task}",
+                "check the input, or the filter that removed every cell",
+            )
         weights = model.zoo.manifest.weights
         dtype = str(first.dtype).removeprefix("torch.")
         processors = processor_settings(model)
