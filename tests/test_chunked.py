@@ -177,6 +177,11 @@ def test_bad_chunked_options_are_refused_before_loading(tmp_path: Path) -> None:
         done = zoo("embed", AR, str(CELLS), "-o", "out.h5ad", *args, cwd=tmp_path)
         assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not list(tmp_path.iterdir())
+    folder = shards(tmp_path)
+    done = zoo("annotate", SCGPT, str(folder), "-o", str(folder / "out.h5ad"), cwd=tmp_path)
+    assert done.returncode == 1 and "is inside the input folder" in done.stderr
+    assert "hint: write the output outside SOURCE with -o" in done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["part0.h5ad", "part1.h5ad", "part2.h5ad"]
 
 
 def test_the_ray_engine_gives_the_local_engine_s_file_and_survives_a_killed_worker(tmp_path: Path) -> None:

@@ -649,6 +649,11 @@ def _chunked_options(
                 "add --chunk-size N (or --engine ray), or leave them out",
             )
         return {}
+    if source.is_dir() and output.resolve().is_relative_to(source.resolve()):
+        raise BiozooError(
+            f"the output {output} is inside the input folder {source}, where the next run would read it as a shard",
+            "write the output outside SOURCE with -o",
+        )
     spec = EngineSpec(engine.value, address, actors, num_gpus_per_actor, num_cpus_per_actor)
     spec.check()
     if engine is Engine.ray:
