@@ -342,3 +342,30 @@ def test_an_empty_input_is_refused_and_an_empty_shard_is_passed_over(tmp_path: P
     done = zoo("embed", AR, str(folder), "-o", "out.h5ad", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (embedding(tmp_path / "out.h5ad", "X_autoregressive")[1] == np.asarray(cells.obs_names)).all()
+
+
+def test_bad_data_in_a_shard_is_named_by_both_engines_without_a_traceback(tmp_path: Path) -> None:
+    """A data error in one chunk of an atlas names the shard and the cells, with the data check's hint; on Ray it
+    arrives as the same error/hint lines, not as a remote traceback."""
+    from biozoo.singlecell.anndata_io import write_h5ad_atomic
+
+    folder = shards(tmp_path, (70, 70))
+    bad = anndata.read_h5ad(folder / "part1.h5ad")
+    X = bad.X.toarray() if hasattr(bad.X, "toarray") else np.array(bad.X)
+    X[40, 5] = np.nan
+    bad.X = X
+    write_h5ad_atomic(bad, folder / "part1.h5ad")
+    engines = [[]] + ([["--engine", "ray", "--actors", "1"]] if _has_ray() else [])
+    for i, engine in enumerate(engines):
+        done = zoo("embed", AR, str(folder), "-o", f"out{i}.h5ad", "--chunk-size", "35", *engine, cwd=tmp_path)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert "error: part1.h5ad, cells 35-70: adata.X holds 1 NaN or infinite values" in done.stderr
+        assert "hint: recompute the matrix from raw counts" in done.stderr
+        kept = {p.name for p in (tmp_path / f"out{i}.h5ad.parts" / "chunks").iterdir()}
+        assert {"s00000-c000000.npz", "s00000-c000001.npz"} <= kept and "s00001-c000001.npz" not in kept
+
+
+def _has_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None

@@ -132,10 +132,14 @@ def compute_chunk(
     worker's job for it."""
     adata = source.read(chunk)
     _fail_once(chunk)
-    values, prepared = getattr(cells, OUTPUTS[job.task])(
-        adata, batch_size=job.batch_size, var_column=job.var_column, layer=job.layer,
-        seed=chunk_seed(job.seed, chunk), progress=False, devices=devices,
-    )  # fmt: skip
+    try:
+        values, prepared = getattr(cells, OUTPUTS[job.task])(
+            adata, batch_size=job.batch_size, var_column=job.var_column, layer=job.layer,
+            seed=chunk_seed(job.seed, chunk), progress=False, devices=devices,
+        )  # fmt: skip
+    except BiozooError as exc:  # in an atlas, say where: which shard, which cells
+        where = f"{source.shards[chunk.shard].path.name}, cells {chunk.start}-{chunk.stop}"
+        raise BiozooError(f"{where}: {exc.message}", exc.hint) from exc
     return values, adata.obs_names, prepared.steps
 
 
@@ -185,16 +189,20 @@ class _ChunkActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from biozoo.nn import precision
 
-        names, counts = [], []
+        rows: dict[str, list[Any]] = {"name": [], "cells": [], "error": [], "hint": []}
         for shard, number, start, stop in zip(batch["shard"], batch["number"], batch["start"], batch["stop"],
                                               strict=True):  # fmt: skip
             chunk = Chunk(int(shard), int(number), int(start), int(stop))
-            with precision.autocast(self.device, self.autocast):
-                values, obs_names, steps = compute_chunk(self.cells, self.source, chunk, self.job)
-            save_chunk(Path(self.job.chunks_folder), chunk, values, obs_names, steps)
-            names.append(chunk.name)
-            counts.append(chunk.cells)
-        return {"name": np.asarray(names), "cells": np.asarray(counts)}
+            error, hint = "", ""
+            try:
+                with precision.autocast(self.device, self.autocast):
+                    values, obs_names, steps = compute_chunk(self.cells, self.source, chunk, self.job)
+                save_chunk(Path(self.job.chunks_folder), chunk, values, obs_names, steps)
+            except BiozooError as exc:  # returned, not raised: Ray would keep only its text, in a remote traceback
+                error, hint = exc.message, exc.hint or ""
+            for key, value in zip(rows, (chunk.name, chunk.cells, error, hint), strict=True):
+                rows[key].append(value)
+        return {key: np.asarray(values) for key, values in rows.items()}
 
 
 def run_ray(pending: list[Chunk], job: ChunkJob, spec: EngineSpec, *, progress: bool) -> None:
@@ -209,10 +217,6 @@ def run_ray(pending: list[Chunk], job: ChunkJob, spec: EngineSpec, *, progress: 
 
     from tqdm.auto import tqdm
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-operator progress logs: the bar below says it
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
     started = not ray.is_initialized()
     local = started and spec.address is None
     if started:
@@ -223,6 +227,12 @@ def run_ray(pending: list[Chunk], job: ChunkJob, spec: EngineSpec, *, progress: 
             size = pool_size(spec, torch.cuda.device_count())
             options["num_cpus"] = max(1, int(size * spec.cpus_per_actor + 1))
         ray.init(address=spec.address, **options)
+    # Ray Data's per-operator logs and bars are noise here (the bar below says it all); it resets its loggers when a
+    # dataset runs, from this variable (a user's own setting wins)
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     try:
         resources = ray.cluster_resources()
         actors = pool_size(spec, resources.get("GPU", 0))
@@ -239,8 +249,16 @@ def run_ray(pending: list[Chunk], job: ChunkJob, spec: EngineSpec, *, progress: 
         # chunk it held runs again (the killed-worker test checks it)
         total = sum(c.cells for c in pending)
         with tqdm(total=total, unit="cell", desc="cells (ray)", disable=not progress) as bar:
+            errors = []
             for row in dataset.iter_rows():
-                bar.update(int(row["cells"]))
+                if row["error"]:
+                    errors.append((str(row["name"]), str(row["error"]), str(row["hint"])))
+                else:
+                    bar.update(int(row["cells"]))
+        if errors:  # the data or the model is wrong: as the local engine, stop with the first reason
+            _, message, hint = min(errors)
+            more = f" ({len(errors) - 1} more chunk(s) failed too)" if len(errors) > 1 else ""
+            raise BiozooError(message + more, hint or None)
     finally:
         if started:
             ray.shutdown()
