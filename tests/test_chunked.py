@@ -350,6 +350,7 @@ def test_bad_data_in_a_shard_is_named_by_both_engines_without_a_traceback(tmp_pa
     from biozoo.singlecell.anndata_io import write_h5ad_atomic
 
     folder = shards(tmp_path, (70, 70))
+    good = (folder / "part1.h5ad").read_bytes()
     bad = anndata.read_h5ad(folder / "part1.h5ad")
     X = bad.X.toarray() if hasattr(bad.X, "toarray") else np.array(bad.X)
     X[40, 5] = np.nan
@@ -363,6 +364,19 @@ def test_bad_data_in_a_shard_is_named_by_both_engines_without_a_traceback(tmp_pa
         assert "hint: recompute the matrix from raw counts" in done.stderr
         kept = {p.name for p in (tmp_path / f"out{i}.h5ad.parts" / "chunks").iterdir()}
         assert {"s00000-c000000.npz", "s00000-c000001.npz"} <= kept and "s00001-c000001.npz" not in kept
+    # fixed: --resume computes the changed shard's chunks again (its finished one is stale) and keeps the others'
+    (folder / "part1.h5ad").write_bytes(good)
+    resumed = zoo("embed", AR, str(folder), "-o", "out0.h5ad", "--chunk-size", "35", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "warning: part1.h5ad changed since the run started: its 1 finished chunk(s) are computed again" in (
+        resumed.stderr
+    )
+    clean = zoo("embed", AR, str(folder), "-o", "clean.h5ad", "--chunk-size", "35", cwd=tmp_path)
+    assert clean.returncode == 0
+    a, names_a = embedding(tmp_path / "clean.h5ad", "X_autoregressive")
+    b, names_b = embedding(tmp_path / "out0.h5ad", "X_autoregressive")
+    assert (names_a == names_b).all()
+    np.testing.assert_allclose(b, a, atol=SAME, rtol=0)
 
 
 def _has_ray() -> bool:

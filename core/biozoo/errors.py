@@ -67,6 +67,10 @@ class ModelOutputError(BiozooError):
     """A model produced outputs that cannot be right (NaN or infinite values), usually from broken weights."""
 
 
+class BiozooWarning(UserWarning):
+    """Something a user should know that does not stop the run (the CLI prints it as a ``warning:`` line)."""
+
+
 class BiozooDeprecationWarning(FutureWarning):
     """A deprecated name was used (a renamed component, processor or model): it still works, for now.
 

@@ -1435,16 +1435,17 @@ def _fail(message: str, hint: str | None, code: int) -> NoReturn:
 
 
 def _show_deprecations() -> None:
-    """A deprecated name (a renamed model or component) is a ``warning:`` line on stderr, not a Python warning
-    with a file and line number; other warnings are shown as Python shows them."""
+    """A deprecated name (a renamed model or component) or another :class:`~biozoo.errors.BiozooWarning` is a
+    ``warning:`` line on stderr, not a Python warning with a file and line number; other warnings are shown as
+    Python shows them."""
     import warnings
 
-    from biozoo.errors import BiozooDeprecationWarning
+    from biozoo.errors import BiozooDeprecationWarning, BiozooWarning
 
     shown = warnings.showwarning
 
     def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        if issubclass(category, BiozooDeprecationWarning):
+        if issubclass(category, (BiozooDeprecationWarning, BiozooWarning)):
             err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         else:
             shown(message, category, *args, **kwargs)

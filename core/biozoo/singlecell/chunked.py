@@ -278,6 +278,8 @@ def check_resources(spec: EngineSpec, actors: int, resources: dict[str, float], 
     cluster may be autoscaling, so there it is a warning: the run waits until nodes with the resources join."""
     import warnings
 
+    from biozoo.errors import BiozooWarning
+
     for kind, each, flag in (("GPU", spec.num_gpus_per_actor, "--num-gpus-per-actor"),
                              ("CPU", spec.cpus_per_actor, "--num-cpus-per-actor")):  # fmt: skip
         need, have = actors * each, resources.get(kind, 0)
@@ -285,7 +287,7 @@ def check_resources(spec: EngineSpec, actors: int, resources: dict[str, float], 
             continue
         message = f"{actors} actor(s) x {flag} {each:g} need {need:g} {kind}(s); the Ray cluster has {have:g}"
         if joined:
-            warnings.warn(f"{message}: waiting for the cluster to grow", stacklevel=2)
+            warnings.warn(f"{message}: waiting for the cluster to grow", BiozooWarning, stacklevel=2)
             continue
         raise BiozooError(
             message, f"lower --actors or {flag}, or run on a cluster that has them (--address)"

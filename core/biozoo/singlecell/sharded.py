@@ -9,7 +9,8 @@ While a chunked ``zoo embed`` or ``zoo annotate`` runs, its results go to ``OUTP
   atomically: a chunk file exists only complete, so the set of files *is* the record of finished chunks.
 
 A killed run leaves the folder; ``--resume`` checks that ``run.json`` matches (another model, other settings or
-another input is refused, naming what differs) and computes only the missing chunks. When all are there the
+other shards are refused, naming what differs) and computes only the missing chunks, and those of a shard that
+changed since (fixed after a data error: its old chunks are discarded, with a warning). When all are there the
 output is assembled chunk by chunk (obs of the input, ``obsm[key]`` or annotation columns, provenance; no
 expression matrix, so the file stays small and the memory flat) and the parts folder is removed. Several
 workers may write chunks at once: a chunk written twice (a retried worker) is replaced by identical content,
@@ -48,16 +49,12 @@ def _differences(old: Any, new: Any, where: str = "") -> list[str]:
     return [] if old == new else [f"{where}: {old!r} then, {new!r} now"]
 
 
-def _input_differences(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
-    """The same shards by name and order; a shard that could be read before must be unchanged (one that could
-    not may have been fixed since: its chunks are still to do)."""
+def _input_differences(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> tuple[list[str], list[int]]:
+    """What refuses a resume (other shards, by name and order) and which shards changed since (by index): fixed
+    after a data error, or unreadable then. Their finished chunks are stale and are computed again."""
     if [s["name"] for s in old] != [s["name"] for s in new]:
-        return [f"input shards: {[s['name'] for s in old]} then, {[s['name'] for s in new]} now"]
-    return [
-        f"input shard {a['name']} changed"
-        for a, b in zip(old, new, strict=True)
-        if a.get("cells") is not None and a != b
-    ]
+        return [f"input shards: {[s['name'] for s in old]} then, {[s['name'] for s in new]} now"], []
+    return [], [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
 
 
 class ShardedOutput:
@@ -75,19 +72,34 @@ class ShardedOutput:
                     "add --resume to continue it, or --overwrite to start over",
                 )
             shutil.rmtree(self.folder)
+        changed: list[int] = []
         if resume and existing.exists():
             before = json.loads(existing.read_text())
-            differ = _differences({**before, "input": None}, {**run, "input": None}) + _input_differences(
-                before.get("input", []), run.get("input", [])
-            )
+            shards, changed = _input_differences(before.get("input", []), run.get("input", []))
+            differ = _differences({**before, "input": None}, {**run, "input": None}) + shards
             if differ:
                 raise BiozooError(
                     f"--resume: {self.folder} was made by another run ({'; '.join(differ[:4])})",
                     "resume with the same model, input and settings, or use --overwrite to start over",
                 )
         self.chunks_folder.mkdir(parents=True, exist_ok=True)
-        if not existing.exists():
+        for index in changed:
+            self._discard_shard(index, run["input"][index]["name"])
+        if changed or not existing.exists():
             atomic_write_text(existing, json.dumps(run, indent=2) + "\n")
+
+    def _discard_shard(self, index: int, name: str) -> None:
+        """A shard changed since the run started: its finished chunks are stale, so they are computed again."""
+        import warnings
+
+        from biozoo.errors import BiozooWarning
+
+        stale = sorted(self.chunks_folder.glob(f"s{index:05d}-*.npz"))
+        for path in stale:
+            path.unlink()
+        if stale:
+            warnings.warn(f"{name} changed since the run started: its {len(stale)} finished chunk(s) are computed "
+                          "again", BiozooWarning, stacklevel=3)  # fmt: skip
 
     def finished(self) -> set[str]:
         """The chunks whose result file exists (complete: each is written atomically)."""
