@@ -169,7 +169,7 @@ def test_an_unreadable_shard_is_named_and_the_others_results_are_kept(tmp_path: 
 
 def test_bad_chunked_options_are_refused_before_loading(tmp_path: Path) -> None:
     for args, message in (
-        (["--resume"], "--resume, --address, --actors, --num-gpus-per-actor and --num-cpus-per-actor are for chunked"),
+        (["--resume"], "--resume, --per-shard, --address, --actors, --num-gpus-per-actor and --num-cpus-per-actor"),
         (["--chunk-size", "10", "--actors", "2"], "--num-gpus-per-actor and --num-cpus-per-actor are for --engine ray"),
         (["--chunk-size", "0"], "Invalid value for '--chunk-size'"),
         (["--engine", "ray", "--num-cpus-per-actor", "0"], "0.0 is not a positive number"),
@@ -383,3 +383,33 @@ def _has_ray() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("ray") is not None
+
+
+def test_per_shard_output_is_a_folder_of_the_merged_file_s_rows_with_an_index(tmp_path: Path) -> None:
+    """--per-shard: one .h5ad per input shard (nothing merged, for outputs too large to merge) and index.json;
+    together they hold the merged output's rows, in order."""
+    import json
+
+    folder = shards(tmp_path)
+    args = ["embed", AR, str(folder), "--chunk-size", "30"]
+    merged = zoo(*args, "-o", "merged.h5ad", cwd=tmp_path)
+    split = zoo(*args, "-o", "split", "--per-shard", cwd=tmp_path)
+    assert merged.returncode == 0 and split.returncode == 0, split.stderr[-2000:]
+    index = json.loads((tmp_path / "split" / "index.json").read_text())
+    assert [f["file"] for f in index["files"]] == ["part0.h5ad", "part1.h5ad", "part2.h5ad"]
+    assert [f["cells"] for f in index["files"]] == [50, 50, 40] and index["cells"] == 140
+    assert index["obsm"] == "X_autoregressive" and index["biozoo"]["X_autoregressive"]["model"] == AR
+    parts = [embedding(tmp_path / "split" / f["file"], "X_autoregressive") for f in index["files"]]
+    want, names = embedding(tmp_path / "merged.h5ad", "X_autoregressive")
+    np.testing.assert_allclose(np.concatenate([p[0] for p in parts]), want, atol=SAME, rtol=0)
+    assert (np.concatenate([p[1] for p in parts]) == names).all()
+    again = zoo(*args, "-o", "split", "--per-shard", "--overwrite", cwd=tmp_path)  # a folder this command wrote
+    assert again.returncode == 0, again.stderr[-2000:]
+    for extra, message in (
+        (["-o", "x.h5ad", "--per-shard"], "with --per-shard, -o names a folder"),
+        (["-o", "x"], "the output x must end in .h5ad"),
+    ):
+        done = zoo(*args, *extra, cwd=tmp_path)
+        assert done.returncode == 1 and message in done.stderr and "hint:" in done.stderr, done.stderr
+    done = zoo("annotate", SCGPT, str(CELLS), "-o", "x", "--per-shard", cwd=tmp_path)
+    assert done.returncode == 1 and "--per-shard" in done.stderr and "are for chunked runs" in done.stderr

@@ -112,6 +112,7 @@ class EmbedTask(Protocol):
         resume: bool = False,  #: continue the chunked run that left ``parts``
         restart: bool = False,  #: discard what a previous chunked run left in ``parts``
         engine: Any = None,  #: a :class:`biozoo.singlecell.chunked.EngineSpec` (``ray``: over a cluster)
+        per_shard: bool = False,  #: a chunked run's output is a folder: one .h5ad per input shard, index.json
     ) -> EmbedResult: ...
 
 
@@ -136,6 +137,7 @@ class AnnotateTask(Protocol):
         resume: bool = False,
         restart: bool = False,
         engine: Any = None,
+        per_shard: bool = False,
     ) -> AnnotateResult: ...
 
 

@@ -577,6 +577,10 @@ Actors = Annotated[int | None, typer.Option(min=1, help="--engine ray: model rep
 NumGpusPerActor = Annotated[
     float, typer.Option(min=0, help="--engine ray: GPUs each replica takes, e.g. 1 (default 0: CPU)")
 ]
+PerShard = Annotated[
+    bool,
+    typer.Option("--per-shard", help="chunked runs: -o is a folder with one .h5ad per input shard and index.json"),
+]
 NumCpusPerActor = Annotated[
     float | None,
     typer.Option(callback=_positive, help="--engine ray: CPUs (and torch threads) each replica takes (default 1)"),
@@ -609,6 +613,7 @@ def embed_cmd(
     actors: Actors = None,
     num_gpus_per_actor: NumGpusPerActor = 0.0,
     num_cpus_per_actor: NumCpusPerActor = None,
+    per_shard: PerShard = False,
 ) -> None:
     """Cell embeddings into obsm, with provenance (model, weights hash, plugin, seed, precision) in uns.
 
@@ -623,7 +628,7 @@ def embed_cmd(
     if devices is not None:
         device, options["devices"] = _split_devices(device, devices)
     options |= _chunked_options(source, output, chunk_size, resume, overwrite, engine, address, actors,
-                                num_gpus_per_actor, num_cpus_per_actor)  # fmt: skip
+                                num_gpus_per_actor, num_cpus_per_actor, per_shard)  # fmt: skip
     result = _cells_task("embed", model, source, output, overwrite, device, processor, options, dtype, autocast)
     out.print(
         f"[bold green]embedded[/] {result['cells']} cells ({result['dims']} dims) -> {escape(str(output))} "
@@ -636,6 +641,7 @@ def embed_cmd(
 def _chunked_options(
     source: Path, output: Path, chunk_size: int | None, resume: bool, overwrite: bool, engine: Engine,
     address: str | None, actors: int | None, num_gpus_per_actor: float, num_cpus_per_actor: float | None,
+    per_shard: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """The task options of a chunked ``zoo embed`` or ``zoo annotate`` (none for an unchunked run), checked before
     anything is loaded. A run is chunked with --chunk-size, a folder of shards or a zarr store, or --engine ray."""
@@ -643,12 +649,20 @@ def _chunked_options(
     from biozoo.singlecell.sharded import parts_folder
 
     if chunk_size is None and not source.is_dir() and engine is Engine.local:
-        if resume or address is not None or actors is not None or num_gpus_per_actor or num_cpus_per_actor:
+        if resume or per_shard or address is not None or actors or num_gpus_per_actor or num_cpus_per_actor:
             raise BiozooError(
-                "--resume, --address, --actors, --num-gpus-per-actor and --num-cpus-per-actor are for chunked runs",
+                "--resume, --per-shard, --address, --actors, --num-gpus-per-actor and --num-cpus-per-actor are for "
+                "chunked runs",
                 "add --chunk-size N (or --engine ray), or leave them out",
             )
         return {}
+    if per_shard and output.suffix == ".h5ad":
+        raise BiozooError(
+            f"with --per-shard, -o names a folder (one .h5ad per input shard goes in it), not {output.name}",
+            f"e.g. -o {output.with_suffix('')}",
+        )
+    if not per_shard and output.suffix != ".h5ad":
+        raise BiozooError(f"the output {output} must end in .h5ad", "e.g. -o embedded.h5ad, or add --per-shard")
     if source.is_dir() and output.resolve().is_relative_to(source.resolve()):
         raise BiozooError(
             f"the output {output} is inside the input folder {source}, where the next run would read it as a shard",
@@ -667,7 +681,7 @@ def _chunked_options(
             f"a previous run left {parts}", "add --resume to continue it, or --overwrite to start over"
         )
     return {"chunk_size": chunk_size, "parts": parts, "resume": resume, "restart": overwrite and not resume,
-            "engine": spec}  # fmt: skip
+            "engine": spec} | ({"per_shard": True} if per_shard else {})  # fmt: skip
 
 
 def _split_devices(device: str | None, devices: str) -> tuple[str, list[Any]]:
@@ -697,14 +711,16 @@ def _cells_task(
     from biozoo.tasks import CONTRACTS
     from biozoo.utils.atomic import staged_output
 
-    chunked = "chunk_size" in options
-    _check_h5ad_paths(None if chunked else source, output)
+    chunked, per_shard = "chunk_size" in options, options.get("per_shard", False)
+    if not per_shard:
+        _check_h5ad_paths(None if chunked else source, output)
     if chunked and not source.exists():
         raise BiozooError(f"the input {source} is missing", "give an .h5ad file, a zarr store or a folder of shards")
     amp = _precision(device, dtype, autocast)
-    with staged_output(output, overwrite=overwrite, needed=0 if chunked else source.stat().st_size) as stage:
+    needed = 0 if chunked else source.stat().st_size
+    with staged_output(output, overwrite=overwrite, needed=needed, folder=per_shard, markers=("index.json",)) as stage:
         loaded, run = _task(task, model, device, processor, dtype)
-        for keyword in ("chunk_size", "resume", "engine"):
+        for keyword in ("chunk_size", "resume", "engine", "per_shard"):
             if keyword in options and not CONTRACTS[task].accepts(run, keyword):
                 raise BiozooError(
                     f"the {task} task of {loaded.zoo.manifest.id} cannot run in chunks",
@@ -752,6 +768,7 @@ def annotate_cmd(
     actors: Actors = None,
     num_gpus_per_actor: NumGpusPerActor = 0.0,
     num_cpus_per_actor: NumCpusPerActor = None,
+    per_shard: PerShard = False,
 ) -> None:
     """Predicted cell type and its confidence into obs (<model>_label, <model>_confidence).
 
@@ -765,7 +782,7 @@ def annotate_cmd(
     if devices is not None:
         device, options["devices"] = _split_devices(device, devices)
     options |= _chunked_options(source, output, chunk_size, resume, overwrite, engine, address, actors,
-                                num_gpus_per_actor, num_cpus_per_actor)  # fmt: skip
+                                num_gpus_per_actor, num_cpus_per_actor, per_shard)  # fmt: skip
     result = _cells_task("annotate", model, source, output, overwrite, device, processor, options, dtype, autocast)
     out.print(
         f"[bold green]annotated[/] {result['cells']} cells -> {escape(str(output))} "

@@ -319,6 +319,7 @@ def run_in_chunks(
     resume: bool,
     restart: bool,
     engine: EngineSpec | None,
+    per_shard: bool = False,
     batch_size: int | None,
     var_column: str | None,
     layer: str | None,
@@ -326,8 +327,9 @@ def run_in_chunks(
     progress: bool,
     devices: list[Any] | None,
 ) -> tuple[Any, int, list[str]]:
-    """A chunked task (see the module docstring) into the new ``.h5ad`` ``output_path``: returns the obs written,
-    the width of each cell's values (embedding dims or classes) and the preprocessing steps."""
+    """A chunked task (see the module docstring) into the new ``.h5ad`` ``output_path`` (``per_shard``: a new folder
+    with one ``.h5ad`` per input shard and an index): returns the obs written, the width of each cell's values
+    (embedding dims or classes) and the preprocessing steps."""
     from biozoo.attention.selection import processor_settings
     from biozoo.nn.precision import current_autocast, dtype_name
     from biozoo.singlecell.outputs import provenance
@@ -396,7 +398,7 @@ def run_in_chunks(
                          "chunk_seed": "numpy SeedSequence([seed, shard, chunk])"},
             "input": [entry["name"] for entry in run["input"]],
         }  # fmt: skip
-        obs, dims = out.assemble(source, chunks, output_path, {output.uns_key: uns},
+        obs, dims = out.assemble(source, chunks, output_path, {output.uns_key: uns}, per_shard=per_shard,
                                  obsm_key=None if output.columns else output.key, columns=output.columns)  # fmt: skip
     finally:
         source.close()

@@ -163,6 +163,7 @@ def embed_task(pipeline: Callable[[Any], CellPipeline], key: str | None = None) 
         resume: bool = False,
         restart: bool = False,
         engine: EngineSpec | None = None,
+        per_shard: bool = False,
     ) -> EmbedResult:
         """Write ``obsm[key]`` (cell embeddings) and ``uns['biozoo'][key]`` provenance to a new ``.h5ad``;
         ``devices`` splits the cells over several devices (the model is copied to each).
@@ -170,7 +171,7 @@ def embed_task(pipeline: Callable[[Any], CellPipeline], key: str | None = None) 
         With ``chunk_size``, a folder of shards or a zarr store as input, or a Ray ``engine``, the cells are read
         and embedded a chunk at a time into ``parts`` (default ``OUTPUT.parts``), resumable with ``resume``
         (``restart``: discard what a previous run left), and the output holds obs and ``obsm[key]`` only
-        (:mod:`biozoo.singlecell.chunked`)."""
+        (:mod:`biozoo.singlecell.chunked`); ``per_shard`` makes it a folder of one such file per input shard."""
         from biozoo.singlecell.outputs import write_embeddings
 
         cells = pipeline(model)
@@ -182,7 +183,8 @@ def embed_task(pipeline: Callable[[Any], CellPipeline], key: str | None = None) 
 
             obs, dims, steps = run_in_chunks(
                 model, pipeline, cells, Path(input_path), Path(output_path), ChunkedOutput.embeddings(key),
-                chunk_size=chunk_size, parts=parts, resume=resume, restart=restart, engine=engine, **options,
+                chunk_size=chunk_size, parts=parts, resume=resume, restart=restart, engine=engine, per_shard=per_shard,
+                **options,
             )  # fmt: skip
             return {"cells": len(obs), "dims": dims, "key": f"obsm[{key!r}]", "steps": steps}
 
@@ -217,6 +219,7 @@ def annotate_task(pipeline: Callable[[Any], CellPipeline]) -> AnnotateTask:
         resume: bool = False,
         restart: bool = False,
         engine: EngineSpec | None = None,
+        per_shard: bool = False,
     ) -> AnnotateResult:
         """Write the most probable class and its probability per cell into obs, and the provenance (with the
         preprocessing steps and the classes) into ``uns['biozoo'][f'{key}_label']``. Chunked runs, ``devices``
@@ -233,7 +236,8 @@ def annotate_task(pipeline: Callable[[Any], CellPipeline]) -> AnnotateTask:
 
             obs, _, steps = run_in_chunks(
                 model, pipeline, cells, Path(input_path), Path(output_path), ChunkedOutput.annotations(key, labels),
-                chunk_size=chunk_size, parts=parts, resume=resume, restart=restart, engine=engine, **options,
+                chunk_size=chunk_size, parts=parts, resume=resume, restart=restart, engine=engine, per_shard=per_shard,
+                **options,
             )  # fmt: skip
             return annotation_summary(obs, key, steps)
 

@@ -34,6 +34,9 @@ from biozoo.utils.atomic import atomic_path, atomic_write_text
 
 RUN_FILE = "run.json"
 CHUNKS = "chunks"
+#: the index of a per-shard output folder (``--per-shard``): its files in cell order, their cells, the provenance
+INDEX = "index.json"
+INDEX_FORMAT = "biozoo per-shard output 1"
 
 
 def parts_folder(output: Path) -> Path:
@@ -140,19 +143,43 @@ class ShardedOutput:
         *,
         obsm_key: str | None = None,
         columns: Callable[[Iterator[np.ndarray]], dict[str, Any]] | None = None,
+        per_shard: bool = False,
     ) -> tuple[Any, int]:
         """Write the new ``.h5ad`` ``stage`` from every chunk, in cell order: the input's obs, plus the columns
         ``columns`` makes from the chunks' values (annotations), ``obsm[obsm_key]`` streamed chunk by chunk
-        (embeddings), and ``uns['biozoo']``. Returns the obs written and the values' width."""
+        (embeddings), and ``uns['biozoo']``. With ``per_shard``, ``stage`` is a new folder instead, with one such
+        file per input shard and ``index.json`` (:data:`INDEX`). Returns the obs written and the values' width."""
+        import pandas as pd
+
+        obs = pd.concat([source.obs(i) for i in sorted({c.shard for c in chunks})])
+        dims = self.load(chunks[0])[0].shape[1] if chunks else 0
+        added = columns(values for _, values in self.values(chunks, obs.index)) if columns is not None else {}
+        obs = obs.assign(**added)
+        if not per_shard:
+            self._write(stage, obs, chunks, biozoo_uns, obsm_key, dims)
+            return obs, dims
+        stage.mkdir()
+        files, row = [], 0
+        for shard, name in _per_shard_names(source, chunks).items():
+            its = [c for c in chunks if c.shard == shard]
+            cells = sum(c.cells for c in its)
+            self._write(stage / name, obs.iloc[row : row + cells], its, biozoo_uns, obsm_key, dims)
+            files.append({"file": name, "input": source.shards[shard].path.name, "cells": cells})
+            row += cells
+        index = {"format": INDEX_FORMAT, "cells": len(obs), "obsm": obsm_key, "obs": list(added), "files": files,
+                 "biozoo": biozoo_uns}  # fmt: skip
+        atomic_write_text(stage / INDEX, json.dumps(index, indent=2, default=str) + "\n")
+        return obs, dims
+
+    def _write(
+        self, stage: Path, obs: Any, chunks: list[Chunk], biozoo_uns: dict[str, Any], obsm_key: str | None, dims: int
+    ) -> None:
+        """One ``.h5ad``: ``obs``, the chunks' values streamed into ``obsm[obsm_key]``, no expression matrix."""
         import h5py
         import pandas as pd
         from anndata.io import write_elem
 
-        obs = pd.concat([source.obs(i) for i in sorted({c.shard for c in chunks})])
         n = len(obs)
-        dims = self.load(chunks[0])[0].shape[1] if chunks else 0
-        if columns is not None:
-            obs = obs.assign(**columns(values for _, values in self.values(chunks, obs.index)))
         with h5py.File(stage, "w") as f:
             f.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
             write_elem(f, "obs", _plain(obs))
@@ -170,10 +197,19 @@ class ShardedOutput:
                         data.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
                     data[row : row + len(values)] = values
             write_elem(f, "uns", {"biozoo": biozoo_uns})
-        return obs, dims
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _per_shard_names(source: CellSource, chunks: list[Chunk]) -> dict[int, str]:
+    """The output file of each input shard that has cells: its name with ``.h5ad`` (``part7.zarr`` ->
+    ``part7.h5ad``), numbered when two shards would share one."""
+    shards = sorted({c.shard for c in chunks})
+    names = {i: Path(source.shards[i].path.name).stem + ".h5ad" for i in shards}
+    if len(set(names.values())) < len(names):
+        names = {i: f"{i:05d}-{name}" for i, name in names.items()}
+    return names
 
 
 def save_chunk(folder: Path, chunk: Chunk, values: np.ndarray, obs_names: Iterable[str], steps: list[str]) -> None:
