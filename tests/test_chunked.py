@@ -349,7 +349,7 @@ def test_bad_data_in_a_shard_is_named_by_both_engines_without_a_traceback(tmp_pa
     arrives as the same error/hint lines, not as a remote traceback."""
     from biozoo.singlecell.anndata_io import write_h5ad_atomic
 
-    folder = shards(tmp_path, (70, 70))
+    folder = shards(tmp_path)  # 50, 50, 40 cells
     good = (folder / "part1.h5ad").read_bytes()
     bad = anndata.read_h5ad(folder / "part1.h5ad")
     X = bad.X.toarray() if hasattr(bad.X, "toarray") else np.array(bad.X)
@@ -358,20 +358,21 @@ def test_bad_data_in_a_shard_is_named_by_both_engines_without_a_traceback(tmp_pa
     write_h5ad_atomic(bad, folder / "part1.h5ad")
     engines = [[]] + ([["--engine", "ray", "--actors", "1"]] if _has_ray() else [])
     for i, engine in enumerate(engines):
-        done = zoo("embed", AR, str(folder), "-o", f"out{i}.h5ad", "--chunk-size", "35", *engine, cwd=tmp_path)
+        done = zoo("embed", AR, str(folder), "-o", f"out{i}.h5ad", "--chunk-size", "25", *engine, cwd=tmp_path)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
-        assert "error: part1.h5ad, cells 35-70: adata.X holds 1 NaN or infinite values" in done.stderr
+        assert "error: part1.h5ad, cells 25-50: adata.X holds 1 NaN or infinite values" in done.stderr
         assert "hint: recompute the matrix from raw counts" in done.stderr
         kept = {p.name for p in (tmp_path / f"out{i}.h5ad.parts" / "chunks").iterdir()}
-        assert {"s00000-c000000.npz", "s00000-c000001.npz"} <= kept and "s00001-c000001.npz" not in kept
+        assert "s00001-c000001.npz" not in kept  # the bad chunk; the shards after it were still done:
+        assert {"s00000-c000000.npz", "s00000-c000001.npz", "s00002-c000000.npz", "s00002-c000001.npz"} <= kept
     # fixed: --resume computes the changed shard's chunks again (its finished one is stale) and keeps the others'
     (folder / "part1.h5ad").write_bytes(good)
-    resumed = zoo("embed", AR, str(folder), "-o", "out0.h5ad", "--chunk-size", "35", "--resume", cwd=tmp_path)
+    resumed = zoo("embed", AR, str(folder), "-o", "out0.h5ad", "--chunk-size", "25", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "warning: part1.h5ad changed since the run started: its 1 finished chunk(s) are computed again" in (
         resumed.stderr
     )
-    clean = zoo("embed", AR, str(folder), "-o", "clean.h5ad", "--chunk-size", "35", cwd=tmp_path)
+    clean = zoo("embed", AR, str(folder), "-o", "clean.h5ad", "--chunk-size", "25", cwd=tmp_path)
     assert clean.returncode == 0
     a, names_a = embedding(tmp_path / "clean.h5ad", "X_autoregressive")
     b, names_b = embedding(tmp_path / "out0.h5ad", "X_autoregressive")

@@ -147,24 +147,38 @@ def run_local(
     cells: CellPipeline, source: CellSource, pending: list[Chunk], out: ShardedOutput, job: ChunkJob,
     *, devices: list[Any] | None, progress: bool,
 ) -> dict[int, str]:  # fmt: skip
-    """Every pending chunk in this process, in order; a shard that fails to read is skipped (returned by index)."""
+    """Every pending chunk in this process, in order. A shard that fails to read is skipped (returned by index);
+    one whose data a check refuses is skipped too, and the first such error is raised once the other shards are
+    done (as the Ray engine does), so one bad shard of an atlas does not hold up the rest."""
     from tqdm.auto import tqdm
 
     failed: dict[int, str] = {}
+    errors: list[BiozooError] = []
     with tqdm(total=sum(c.cells for c in pending), unit="cell", desc="cells", disable=not progress) as bar:
         for chunk in pending:
             if chunk.shard in failed:
                 continue
             try:
                 adata_values = compute_chunk(cells, source, chunk, job, devices)
-            except BiozooError:
-                raise  # the data or the model is wrong for every chunk: stop with the reason
+            except BiozooError as exc:  # the data is wrong (named by shard and cells): the other shards go on
+                errors.append(exc)
+                failed[chunk.shard] = exc.message
+                continue
             except (OSError, KeyError, ValueError) as exc:  # this shard's file is damaged: the others go on
                 failed[chunk.shard] = f"{type(exc).__name__}: {exc}"
                 continue
             out.save(chunk, *adata_values)
             bar.update(chunk.cells)
+    if errors:
+        raise _first_error([(e.message, e.hint or "") for e in errors])
     return failed
+
+
+def _first_error(errors: list[tuple[str, str]]) -> BiozooError:
+    """The first chunk's data error (message, hint), saying how many more chunks failed."""
+    message, hint = errors[0]
+    more = f" ({len(errors) - 1} more chunk(s) failed too)" if len(errors) > 1 else ""
+    return BiozooError(message + more, hint or None)
 
 
 class _ChunkActor:
@@ -255,10 +269,8 @@ def run_ray(pending: list[Chunk], job: ChunkJob, spec: EngineSpec, *, progress: 
                     errors.append((str(row["name"]), str(row["error"]), str(row["hint"])))
                 else:
                     bar.update(int(row["cells"]))
-        if errors:  # the data or the model is wrong: as the local engine, stop with the first reason
-            _, message, hint = min(errors)
-            more = f" ({len(errors) - 1} more chunk(s) failed too)" if len(errors) > 1 else ""
-            raise BiozooError(message + more, hint or None)
+        if errors:  # as the local engine: the first chunk's error, once the others are done
+            raise _first_error([(message, hint) for _, message, hint in sorted(errors)])
     finally:
         if started:
             ray.shutdown()
