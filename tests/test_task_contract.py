@@ -10,7 +10,7 @@ import pytest
 
 from biozoo.errors import PluginError
 from biozoo.registry import get_registry
-from biozoo.tasks import CONTRACTS, EmbedTask, check_task, contract_of
+from biozoo.tasks import CONTRACTS, AnnotateTask, EmbedTask, check_task, contract_of
 from tests.support.cli import zoo
 
 if TYPE_CHECKING:
@@ -133,8 +133,10 @@ def test_contracts_are_read_from_the_protocols() -> None:
     contract = contract_of("embed", EmbedTask)
     assert contract.positional == ("model", "input_path", "output_path")
     assert contract.keywords == ("batch_size", "var_column", "layer", "seed")
-    assert contract.optional == ("key", "devices", "chunk_size", "parts", "resume", "restart", "engine")
+    optional = ("key", "devices", "chunk_size", "parts", "resume", "restart", "engine", "per_shard")
+    assert contract.optional == optional
     assert contract.result_keys == ("cells", "dims", "key", "steps")
+    assert contract_of("annotate", AnnotateTask).optional == optional
     assert set(CONTRACTS) == {"embed", "annotate", "finetune", "generate", "sample", "score", "design", "pack"}
 
 
@@ -147,11 +149,14 @@ def test_every_installed_plugins_tasks_follow_their_contracts() -> None:
 
 
 def test_the_cores_embed_task_follows_the_embed_contract_and_takes_devices() -> None:
-    from biozoo.singlecell.pipeline import embed_task
+    from biozoo.singlecell.pipeline import annotate_task, embed_task
 
     task = embed_task(lambda model: None)
     check_task("embed", task, "biozoo.singlecell.pipeline.embed_task")
     assert CONTRACTS["embed"].accepts(task, "devices")
+    annotate = annotate_task(lambda model: None)
+    check_task("annotate", annotate, "biozoo.singlecell.pipeline.annotate_task")
+    assert all(CONTRACTS["annotate"].accepts(annotate, k) for k in CONTRACTS["annotate"].optional)
 
 
 def test_key_is_passed_only_when_given_and_refused_by_a_task_without_it(
