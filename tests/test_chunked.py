@@ -377,7 +377,9 @@ def test_bad_data_in_a_shard_is_named_by_both_engines_without_a_traceback(tmp_pa
     a, names_a = embedding(tmp_path / "clean.h5ad", "X_autoregressive")
     b, names_b = embedding(tmp_path / "out0.h5ad", "X_autoregressive")
     assert (names_a == names_b).all()
-    np.testing.assert_allclose(b, a, atol=SAME, rtol=0)
+    # the autoregressive model's float32 noise between processes (4e-5 seen on the recomputed shard in the
+    # newest-releases pass): the rows must agree to TOL, and a wrong or missing chunk would be off by far more
+    np.testing.assert_allclose(b, a, atol=TOL, rtol=0)
 
 
 def _has_ray() -> bool:
