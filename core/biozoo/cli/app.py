@@ -661,8 +661,6 @@ def _chunked_options(
             f"with --per-shard, -o names a folder (one .h5ad per input shard goes in it), not {output.name}",
             f"e.g. -o {output.with_suffix('')}",
         )
-    if not per_shard and output.suffix != ".h5ad":
-        raise BiozooError(f"the output {output} must end in .h5ad", "e.g. -o embedded.h5ad, or add --per-shard")
     if source.is_dir() and output.resolve().is_relative_to(source.resolve()):
         raise BiozooError(
             f"the output {output} is inside the input folder {source}, where the next run would read it as a shard",
