@@ -404,7 +404,9 @@ def test_per_shard_output_is_a_folder_of_the_merged_file_s_rows_with_an_index(tm
     assert index["obsm"] == "X_autoregressive" and index["biozoo"]["X_autoregressive"]["model"] == AR
     parts = [embedding(tmp_path / "split" / f["file"], "X_autoregressive") for f in index["files"]]
     want, names = embedding(tmp_path / "merged.h5ad", "X_autoregressive")
-    np.testing.assert_allclose(np.concatenate([p[0] for p in parts]), want, atol=SAME, rtol=0)
+    # two processes of the autoregressive model: its cross-process float32 noise (TOL); rows out of order or from
+    # another shard would be off by far more
+    np.testing.assert_allclose(np.concatenate([p[0] for p in parts]), want, atol=TOL, rtol=0)
     assert (np.concatenate([p[1] for p in parts]) == names).all()
     again = zoo(*args, "-o", "split", "--per-shard", "--overwrite", cwd=tmp_path)  # a folder this command wrote
     assert again.returncode == 0, again.stderr[-2000:]
